@@ -78,7 +78,9 @@ class FaceDetector:
             )
         min_px = max(8, int(self.min_size / s))
         found = self._cascade.detectMultiScale(
-            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            grey,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
             minSize=(min_px, min_px),
         )
         ox, oy = (0, 0) if roi is None else (roi.x, roi.y)

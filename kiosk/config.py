@@ -1,0 +1,349 @@
+"""Typed, strictly validated daemon configuration.
+
+Every section is a dataclass; the loader walks the YAML against the type hints so that an
+unknown key, a wrong type or an out-of-range value is reported with its full key path
+(``camera.fps: must be > 0, got -3``). A bad config exits 78 (EX_CONFIG) so that systemd does
+not restart-loop on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+EX_CONFIG = 78
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class ConfigError(Exception):
+    """A config problem, named by its key path (or the file) and the reason."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def opt(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **rules: Any):
+    """A dataclass field with validation rules: gt, ge, lt, le, choices, length."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+@dataclass
+class CameraConfig:
+    # "demo", a device index ("0"), "/dev/videoN", a video file, or an rtsp:// / http:// URL
+    source: str = "demo"
+    width: int = opt(640, gt=0)
+    height: int = opt(480, gt=0)
+    fps: float = opt(15.0, gt=0)
+    loop: bool = False
+    # Replay files at their own frame rate (True) or as fast as the pipeline runs (False).
+    realtime: bool = True
+    stall_timeout_s: float = opt(5.0, gt=0)
+    reconnect_initial_s: float = opt(0.5, gt=0)
+    reconnect_max_s: float = opt(30.0, gt=0)
+
+
+@dataclass
+class DetectorConfig:
+    scale_factor: float = opt(1.15, gt=1.0, le=2.0)
+    min_neighbors: int = opt(5, ge=0)
+    # Smallest face, in full-frame pixels; a kiosk face is large.
+    min_size_px: int = opt(60, ge=8)
+    # Detection runs on a grey frame shrunk by this factor.
+    downscale: float = opt(2.0, ge=1.0, le=8.0)
+    # Optional [x, y, w, h] region of the frame where faces can appear.
+    roi: list[int] | None = opt(None, length=4)
+
+
+@dataclass
+class TrackerConfig:
+    iou_threshold: float = opt(0.2, gt=0, lt=1)
+    # A track needs this many frames with a face to count as a visitor.
+    min_frames: int = opt(5, ge=1)
+    # A track closes (becomes a visit) once unseen for this long.
+    max_gap_s: float = opt(1.0, gt=0)
+    # Crops classified per visit (largest/sharpest first).
+    best_crops: int = opt(5, ge=1, le=50)
+
+
+@dataclass
+class ClassifierConfig:
+    # Folder with the .tflite models; empty means the models shipped in the package.
+    model_dir: str | None = None
+    num_threads: int = opt(1, ge=1, le=16)
+
+
+@dataclass
+class ThermalConfig:
+    # lepton | p2pro | mlx90640 | replay
+    source: str = opt("replay", choices=("lepton", "p2pro", "mlx90640", "replay"))
+    # Device (index or /dev/videoN), I2C bus, or the recording to replay (.npz, .npy, folder).
+    device: str = ""
+    # Quarter turns clockwise to make faces upright.
+    rotate: int = opt(0, ge=0, le=3)
+    loop: bool = True
+    fps: float = opt(9.0, gt=0)
+    # Lepton TLinear resolution: 0.01 (centi-kelvin) or 0.1 K per count.
+    lepton_resolution_k: float = opt(0.01, choices=(0.01, 0.1))
+    stall_timeout_s: float = opt(5.0, gt=0)
+    reconnect_initial_s: float = opt(0.5, gt=0)
+    reconnect_max_s: float = opt(30.0, gt=0)
+    # 3x3 visible->thermal homography (row-major nested lists); none means single_person mode.
+    homography: list[list[float]] | None = None
+    emissivity: float = opt(0.98, gt=0, le=1)
+    offset_c: float = 0.0
+    skin_min_c: float = 30.0
+    skin_max_c: float = 43.0
+    min_pixels: int = opt(12, ge=1)
+    hottest_pixels: int = opt(8, ge=1)
+    # Reference emitter: "auto", "off", or "x,y,w,h" in thermal pixels; known temperature in C.
+    reference: str = "auto"
+    reference_c: float | None = None
+    reference_smoothing: float = opt(0.1, gt=0, le=1)
+
+
+@dataclass
+class GateConfig:
+    mode: str = opt("off", choices=("off", "thermal", "external"))
+    threshold_c: float = opt(37.5, gt=30, lt=45)
+    unmeasured_passes: bool = False
+    # external mode: local HTTP port (0 = off) and/or MQTT topic for pass/fail decisions
+    http_host: str = "127.0.0.1"
+    http_port: int = opt(0, ge=0, le=65535)
+    mqtt_topic: str = ""
+    # How far apart a decision and a visit may be to belong together.
+    match_window_s: float = opt(5.0, gt=0)
+
+
+@dataclass
+class StoreConfig:
+    # SQLAlchemy URL; empty means sqlite:///<state_dir>/kiosk.db
+    url: str = ""
+    retention_days: int = opt(365, ge=1)
+
+
+@dataclass
+class MqttConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = opt(1883, ge=1, le=65535)
+    prefix: str = "kiosk"
+    keepalive_s: int = opt(30, ge=5)
+    username: str = ""
+    # Password comes from this environment variable, this file, or the systemd credential
+    # "mqtt_password" ($CREDENTIALS_DIRECTORY); never from the YAML itself.
+    password_env: str = "KIOSK_MQTT_PASSWORD"
+    password_file: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    tls_insecure: bool = False
+    stats_interval_s: float = opt(60.0, gt=0)
+    publish_temperature: bool = False
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    outbox_max_age_days: float = opt(30.0, gt=0)
+    outbox_max_count: int = opt(100_000, ge=1)
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = opt(9108, ge=1, le=65535)
+
+
+@dataclass
+class Config:
+    device_id: str = field(default_factory=socket.gethostname)
+    timezone: str = "UTC"
+    log_level: str = opt("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    # Where the database lives by default; empty means $STATE_DIRECTORY or ./var
+    state_dir: str = ""
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    thermal: ThermalConfig = field(default_factory=ThermalConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir or os.environ.get("STATE_DIRECTORY", "") or "var")
+
+    @property
+    def database_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.state_path / 'kiosk.db'}"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def _check_rules(key: str, value: Any, rules: dict[str, Any]) -> None:
+    def fail(why: str) -> typing.NoReturn:
+        raise ConfigError(key, f"{why}, got {value!r}")
+
+    if value is None:
+        return
+    if "gt" in rules and not value > rules["gt"]:
+        fail(f"must be > {rules['gt']}")
+    if "ge" in rules and not value >= rules["ge"]:
+        fail(f"must be >= {rules['ge']}")
+    if "lt" in rules and not value < rules["lt"]:
+        fail(f"must be < {rules['lt']}")
+    if "le" in rules and not value <= rules["le"]:
+        fail(f"must be <= {rules['le']}")
+    if "choices" in rules and value not in rules["choices"]:
+        fail("must be one of " + ", ".join(str(c) for c in rules["choices"]))
+    if "length" in rules and len(value) != rules["length"]:
+        fail(f"must have {rules['length']} items")
+
+
+def _convert(key: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(key, args[0], value)
+    if dataclasses.is_dataclass(hint):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be a mapping, got {type(value).__name__}")
+        return _build(hint, value, key + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, got {type(value).__name__}")
+        (item,) = typing.get_args(hint)
+        return [_convert(f"{key}[{i}]", item, v) for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"must be a number, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(key, f"must be a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(key, f"must be a string, got {type(value).__name__}")
+        return str(value)
+    raise ConfigError(key, f"unsupported type {hint!r}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in data:
+        if name not in fields:
+            raise ConfigError(f"{prefix}{name}", "unknown key")
+    values = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        values[name] = _convert(key, hints[name], value)
+        _check_rules(key, values[name], dict(fields[name].metadata))
+    return cls(**values)
+
+
+def _validate_semantics(cfg: Config) -> None:
+    try:
+        ZoneInfo(cfg.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("timezone", f"unknown time zone {cfg.timezone!r}") from None
+    if not cfg.device_id or not all(c.isalnum() or c in "-_" for c in cfg.device_id):
+        why = "must be letters, digits, '-' or '_'"
+        raise ConfigError("device_id", f"{why}, got {cfg.device_id!r}")
+    if cfg.camera.reconnect_max_s < cfg.camera.reconnect_initial_s:
+        raise ConfigError("camera.reconnect_max_s", "must be >= camera.reconnect_initial_s")
+    h = cfg.thermal.homography
+    if h is not None and (len(h) != 3 or any(len(row) != 3 for row in h)):
+        raise ConfigError("thermal.homography", "must be a 3x3 matrix (three lists of three)")
+    if cfg.thermal.skin_min_c >= cfg.thermal.skin_max_c:
+        raise ConfigError("thermal.skin_min_c", "must be below thermal.skin_max_c")
+    if cfg.gate.mode == "thermal" and cfg.thermal.source == "replay" and not cfg.thermal.device:
+        raise ConfigError("thermal.device", "gate.mode thermal with a replay source needs a path")
+
+
+def _reject_aliases(text: str, path: Path) -> None:
+    """YAML anchors/aliases are never needed here and enable alias bombs."""
+    for token in yaml.scan(text):
+        if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
+            raise ConfigError(str(path), "YAML anchors and aliases are not allowed")
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    if data is None:
+        raise ConfigError(source, "file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(source, f"must be a mapping at the top level, got {type(data).__name__}")
+    cfg = _build(Config, data)
+    _validate_semantics(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file; every problem is a ConfigError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        why = f"file is too large ({len(raw)} bytes, max {MAX_CONFIG_BYTES})"
+        raise ConfigError(str(path), why)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "not a UTF-8 text file") from None
+    if "\x00" in text:
+        raise ConfigError(str(path), "not a text file (contains NUL bytes)")
+    try:
+        _reject_aliases(text, path)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        why = f"invalid YAML{where}: {getattr(exc, 'problem', exc)}"
+        raise ConfigError(str(path), why) from None
+    return parse_config(data, str(path))
+
+
+def read_secret(env_name: str, file_path: str, credential: str, key: str) -> str | None:
+    """A secret from the environment, a file, or systemd's $CREDENTIALS_DIRECTORY."""
+    if env_name and os.environ.get(env_name):
+        return os.environ[env_name]
+    candidates = [Path(file_path)] if file_path else []
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
+        candidates.append(Path(os.environ["CREDENTIALS_DIRECTORY"]) / credential)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8").strip()
+    if file_path:
+        raise ConfigError(key, f"{file_path}: file not found")
+    return None

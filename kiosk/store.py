@@ -1,0 +1,315 @@
+"""The visits database: the source of truth that MQTT and reports read from.
+
+SQLAlchemy 2 over SQLite by default (any SQLAlchemy URL works); everything SQLite-specific
+(pragmas, the pre-migration file copy, read-only opening) lives in this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from kiosk.visit import Check, Visit
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class VisitRow(Base):
+    __tablename__ = "visits"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime)  # naive UTC
+    ended_at: Mapped[datetime] = mapped_column(DateTime)
+    age_group: Mapped[str] = mapped_column(String(8))
+    age_confidence: Mapped[float] = mapped_column(Float)
+    gender: Mapped[str] = mapped_column(String(8))
+    gender_confidence: Mapped[float] = mapped_column(Float)
+    temperature_c: Mapped[float | None] = mapped_column(Float, nullable=True)
+    temperature_status: Mapped[str] = mapped_column(String(12))
+    frames: Mapped[int] = mapped_column(Integer)
+    model_version: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (Index("ix_visits_started_at", "started_at", "device_id"),)
+
+
+class CheckRow(Base):
+    """Temperature checks that did not pass; no demographic or face data."""
+
+    __tablename__ = "checks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(12))
+    temperature_c: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (Index("ix_checks_at", "at", "device_id"),)
+
+
+class OutboxRow(Base):
+    """A visit waiting to be published; written in the visit's own transaction."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+
+
+def to_utc_naive(t: datetime) -> datetime:
+    if t.tzinfo is None:
+        return t
+    return t.astimezone(UTC).replace(tzinfo=None)
+
+
+def from_utc_naive(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC)
+
+
+def visit_from_row(row: VisitRow) -> Visit:
+    return Visit(
+        id=row.id,
+        device_id=row.device_id,
+        started_at=from_utc_naive(row.started_at),
+        ended_at=from_utc_naive(row.ended_at),
+        age_group=row.age_group,
+        age_confidence=row.age_confidence,
+        gender=row.gender,
+        gender_confidence=row.gender_confidence,
+        temperature_c=row.temperature_c,
+        temperature_status=row.temperature_status,
+        frames=row.frames,
+        model_version=row.model_version,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    id: int
+    visit: Visit
+
+
+def sqlite_path(url: str) -> Path | None:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def _configure_sqlite(engine: Engine, read_only: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=5000")
+        if not read_only:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+
+def make_engine(url: str, read_only: bool = False) -> Engine:
+    """An engine with the SQLite pragmas; read-only opens the file with mode=ro."""
+    path = sqlite_path(url)
+    if path is None:
+        return create_engine(url)
+    if read_only:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: database not found")
+        engine = create_engine("sqlite://", creator=lambda: _sqlite_connect_ro(path))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+    _configure_sqlite(engine, read_only)
+    return engine
+
+
+def _sqlite_connect_ro(path: Path):
+    import sqlite3
+
+    return sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
+
+
+def _current_version(session: Session) -> int | None:
+    try:
+        row = session.get(Meta, "schema_version")
+    except Exception:  # the meta table does not exist yet
+        session.rollback()
+        return None
+    return int(row.value) if row else None
+
+
+# Each entry upgrades the schema from version N to N+1.
+MIGRATIONS: dict[int, str] = {}
+
+
+def migrate(engine: Engine, url: str) -> None:
+    """Create or upgrade the schema; copy an SQLite file aside before changing it."""
+    with Session(engine) as session:
+        version = _current_version(session)
+    if version == SCHEMA_VERSION:
+        return
+    if version is not None and version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {version} is newer than this kiosk ({SCHEMA_VERSION})"
+        )
+    path = sqlite_path(url)
+    if version is not None and path is not None and path.exists():
+        backup = path.with_name(f"{path.name}.v{version}.bak")
+        shutil.copy2(path, backup)
+        log.info("schema v%d -> v%d: copied the database to %s", version, SCHEMA_VERSION, backup)
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        for v in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+            conn.exec_driver_sql(MIGRATIONS[v])
+    with Session(engine) as session, session.begin():
+        session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+
+
+class Store:
+    """Writes visits and checks; serves the outbox and retention."""
+
+    def __init__(self, url: str, read_only: bool = False) -> None:
+        self.url = url
+        self.engine = make_engine(url, read_only=read_only)
+        if not read_only:
+            migrate(self.engine, url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    def add_visit(self, visit: Visit, outbox: bool = False) -> None:
+        """Commit a visit (and its outbox entry in the same transaction)."""
+        with self._sessions.begin() as s:
+            s.add(
+                VisitRow(
+                    id=visit.id,
+                    device_id=visit.device_id,
+                    started_at=to_utc_naive(visit.started_at),
+                    ended_at=to_utc_naive(visit.ended_at),
+                    age_group=visit.age_group,
+                    age_confidence=visit.age_confidence,
+                    gender=visit.gender,
+                    gender_confidence=visit.gender_confidence,
+                    temperature_c=visit.temperature_c,
+                    temperature_status=visit.temperature_status,
+                    frames=visit.frames,
+                    model_version=visit.model_version,
+                )
+            )
+            if outbox:
+                s.flush()
+                s.add(OutboxRow(visit_id=visit.id, created_at=to_utc_naive(visit.ended_at)))
+
+    def add_check(self, check: Check) -> None:
+        with self._sessions.begin() as s:
+            s.add(
+                CheckRow(
+                    id=check.id,
+                    device_id=check.device_id,
+                    at=to_utc_naive(check.at),
+                    status=check.status,
+                    temperature_c=check.temperature_c,
+                )
+            )
+
+    def visits(self, start: datetime, end: datetime, device_id: str | None = None) -> list[Visit]:
+        """Visits that started in [start, end), oldest first."""
+        q = select(VisitRow).where(
+            VisitRow.started_at >= to_utc_naive(start), VisitRow.started_at < to_utc_naive(end)
+        )
+        if device_id:
+            q = q.where(VisitRow.device_id == device_id)
+        with self.session() as s:
+            return [visit_from_row(r) for r in s.scalars(q.order_by(VisitRow.started_at))]
+
+    def visit_count(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(VisitRow)) or 0
+
+    def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
+        """Undelivered outbox entries in the order they were written."""
+        q = (
+            select(OutboxRow.id, VisitRow)
+            .join(VisitRow, VisitRow.id == OutboxRow.visit_id)
+            .where(OutboxRow.delivered_at.is_(None))
+            .order_by(OutboxRow.id)
+            .limit(limit)
+        )
+        with self.session() as s:
+            return [OutboxEntry(oid, visit_from_row(row)) for oid, row in s.execute(q)]
+
+    def outbox_depth(self) -> int:
+        with self.session() as s:
+            q = select(func.count()).where(OutboxRow.delivered_at.is_(None))
+            return s.scalar(q) or 0
+
+    def mark_delivered(self, ids: Sequence[int], at: datetime | None = None) -> None:
+        if not ids:
+            return
+        when = to_utc_naive(at or datetime.now(UTC))
+        with self._sessions.begin() as s:
+            s.execute(update(OutboxRow).where(OutboxRow.id.in_(ids)).values(delivered_at=when))
+
+    def trim_outbox(self, max_age_s: float, max_count: int, now: datetime | None = None) -> int:
+        """Drop undelivered entries older than max_age_s or beyond max_count (oldest first),
+        and delivered entries; returns how many undelivered entries were dropped."""
+        now_n = to_utc_naive(now or datetime.now(UTC))
+        dropped = 0
+        with self._sessions.begin() as s:
+            s.execute(delete(OutboxRow).where(OutboxRow.delivered_at.is_not(None)))
+            cutoff = now_n - timedelta(seconds=max_age_s)
+            dropped += (
+                s.execute(delete(OutboxRow).where(OutboxRow.created_at < cutoff)).rowcount or 0
+            )
+            pending = s.scalar(select(func.count()).select_from(OutboxRow)) or 0
+            if pending > max_count:
+                oldest = select(OutboxRow.id).order_by(OutboxRow.id).limit(pending - max_count)
+                dropped += (
+                    s.execute(delete(OutboxRow).where(OutboxRow.id.in_(oldest))).rowcount or 0
+                )
+        return dropped
+
+    def purge(self, older_than: datetime) -> tuple[int, int]:
+        """Delete visits and checks before `older_than` (retention); returns both counts."""
+        cutoff = to_utc_naive(older_than)
+        with self._sessions.begin() as s:
+            old = select(VisitRow.id).where(VisitRow.started_at < cutoff)
+            s.execute(delete(OutboxRow).where(OutboxRow.visit_id.in_(old)))
+            visits = s.execute(delete(VisitRow).where(VisitRow.started_at < cutoff)).rowcount
+            checks = s.execute(delete(CheckRow).where(CheckRow.at < cutoff)).rowcount
+        return visits or 0, checks or 0
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,40 @@
+"""The values that leave the pipeline: a visitor's record and a non-passing check."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """One visitor whose temperature check passed (or was off): demographics, no face data."""
+
+    device_id: str
+    started_at: datetime  # UTC, timezone-aware
+    ended_at: datetime
+    age_group: str
+    age_confidence: float
+    gender: str
+    gender_confidence: float
+    temperature_c: float | None
+    temperature_status: str  # pass | off | unmeasured (when unmeasured passes by config)
+    frames: int
+    model_version: str
+    id: str = field(default_factory=new_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A temperature check that did not pass: counted per day, never with face data."""
+
+    device_id: str
+    at: datetime  # UTC, timezone-aware
+    status: str  # fail | unmeasured
+    temperature_c: float | None
+    id: str = field(default_factory=new_id)
