@@ -254,6 +254,39 @@ class Store:
         with self.session() as s:
             return [visit_from_row(r) for r in s.scalars(q.order_by(VisitRow.started_at))]
 
+    def visit_counts(
+        self, start: datetime, end: datetime, device_id: str | None = None
+    ) -> dict[tuple[str, str], int]:
+        """Visits started in [start, end) counted by (age_group, gender)."""
+        q = select(VisitRow.age_group, VisitRow.gender, func.count()).where(
+            VisitRow.started_at >= to_utc_naive(start), VisitRow.started_at < to_utc_naive(end)
+        )
+        if device_id:
+            q = q.where(VisitRow.device_id == device_id)
+        q = q.group_by(VisitRow.age_group, VisitRow.gender)
+        with self.session() as s:
+            return {(age, gender): n for age, gender, n in s.execute(q)}
+
+    def check_counts(
+        self, start: datetime, end: datetime, device_id: str | None = None
+    ) -> dict[str, int]:
+        """Non-passing temperature checks in [start, end) counted by status."""
+        q = select(CheckRow.status, func.count()).where(
+            CheckRow.at >= to_utc_naive(start), CheckRow.at < to_utc_naive(end)
+        )
+        if device_id:
+            q = q.where(CheckRow.device_id == device_id)
+        with self.session() as s:
+            return dict(s.execute(q.group_by(CheckRow.status)).all())
+
+    def last_visit(self, device_id: str | None = None) -> Visit | None:
+        q = select(VisitRow).order_by(VisitRow.ended_at.desc()).limit(1)
+        if device_id:
+            q = q.where(VisitRow.device_id == device_id)
+        with self.session() as s:
+            row = s.scalars(q).first()
+            return visit_from_row(row) if row else None
+
     def visit_count(self) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(VisitRow)) or 0

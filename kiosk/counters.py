@@ -1,0 +1,47 @@
+"""Running totals that the pipeline keeps and that logs, sd_notify, MQTT and metrics read."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class Counters:
+    """Plain numbers, updated from the frame loop only; readers take a consistent-enough view."""
+
+    started_mono: float = field(default_factory=time.monotonic)
+    frames: int = 0
+    frames_rejected: int = 0  # None/empty/wrong-shape frames skipped
+    faces: int = 0
+    visits: int = 0
+    visits_dropped: int = 0  # could not be stored (e.g. disk full) and were given up
+    checks: Counter[str] = field(default_factory=Counter)  # gate status -> count
+    source_reconnects: int = 0
+    thermal_reconnects: int = 0
+    thermal_rejected: int = 0  # NaN/inf/empty/wrong-shape thermal frames
+    last_visit_at: datetime | None = None
+    last_frame_mono: float = 0.0
+    fps: float = 0.0  # exponentially smoothed
+    inference_ms: list[float] = field(default_factory=list)  # drained by the metrics exporter
+
+    def frame_done(self, now: float) -> None:
+        if self.last_frame_mono:
+            dt = now - self.last_frame_mono
+            if dt > 0:
+                self.fps = 1.0 / dt if self.fps == 0 else 0.9 * self.fps + 0.1 / dt
+        self.last_frame_mono = now
+        self.frames += 1
+
+    def uptime_s(self, now: float | None = None) -> float:
+        return (now or time.monotonic()) - self.started_mono
+
+    def summary(self) -> str:
+        up = self.uptime_s()
+        avg = self.frames / up if up > 0 else 0.0
+        return (
+            f"frames={self.frames} fps={avg:.1f} faces={self.faces} visits={self.visits}"
+            f" rejected={self.frames_rejected} reconnects={self.source_reconnects}"
+        )
