@@ -24,6 +24,9 @@ class Gate(Protocol):
 
     def decide(self, track_id: int, started_mono: float, ended_mono: float) -> GateResult: ...
 
+    def forget(self, track_id: int) -> None:
+        """Drop what was gathered for a track that never became a visit."""
+
     def close(self) -> None: ...
 
 
@@ -35,6 +38,9 @@ class OffGate:
 
     def decide(self, track_id: int, started_mono: float, ended_mono: float) -> GateResult:
         return GateResult(status="off")
+
+    def forget(self, track_id: int) -> None:
+        return None
 
     def close(self) -> None:
         return None
