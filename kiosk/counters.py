@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,7 +25,8 @@ class Counters:
     last_visit_at: datetime | None = None
     last_frame_mono: float = 0.0
     fps: float = 0.0  # exponentially smoothed
-    inference_ms: list[float] = field(default_factory=list)  # drained by the metrics exporter
+    # Per-face inference latencies; bounded so nothing grows when no exporter drains it.
+    inference_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
 
     def frame_done(self, now: float) -> None:
         if self.last_frame_mono:

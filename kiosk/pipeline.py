@@ -1,0 +1,141 @@
+"""Wires the stages in their one order: frame -> detect -> track -> gate -> classify -> visit.
+
+The pipeline does no I/O itself: visits and non-passing checks go to the sink it is given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import cv2
+import numpy as np
+
+from kiosk.classify import Classifier, crop_face
+from kiosk.counters import Counters
+from kiosk.detect import Box, FaceDetector
+from kiosk.frames import Frame, valid_image
+from kiosk.gate import Gate
+from kiosk.labels import AGE_GROUPS
+from kiosk.track import Track, Tracker
+from kiosk.visit import Check, Visit
+
+
+@dataclass(frozen=True, slots=True)
+class Demographics:
+    age_group: str
+    age_confidence: float
+    gender: str
+    gender_confidence: float
+
+
+def sharpness(image: np.ndarray, box: Box) -> float:
+    """Laplacian variance of the face on a small grey thumbnail: blurred faces score low."""
+    face = image[box.y : box.y + box.h, box.x : box.x + box.w]
+    if face.size == 0:
+        return 0.0
+    thumb = cv2.resize(face, (32, 32), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(cv2.cvtColor(thumb, cv2.COLOR_BGR2GRAY), cv2.CV_32F).var())
+
+
+def crop_score(image: np.ndarray, box: Box) -> float:
+    """Larger and sharper faces are better crops to classify."""
+    return box.area * min(1.0, sharpness(image, box) / 200.0)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        detector: FaceDetector,
+        tracker: Tracker,
+        classifier: Classifier,
+        gate: Gate,
+        on_visit: Callable[[Visit], None],
+        on_check: Callable[[Check], None],
+        counters: Counters,
+        device_id: str,
+        roi: Box | None = None,
+    ) -> None:
+        self.detector = detector
+        self.tracker = tracker
+        self.classifier = classifier
+        self.gate = gate
+        self.on_visit = on_visit
+        self.on_check = on_check
+        self.counters = counters
+        self.device_id = device_id
+        self.roi = roi
+
+    def process(self, frame: Frame) -> None:
+        if not valid_image(frame.image):
+            self.counters.frames_rejected += 1
+            return
+        boxes = self.detector.detect(frame.image, self.roi)
+        self.counters.faces += len(boxes)
+        update = self.tracker.update(boxes, frame.t_mono, frame.t_wall)
+        for track, box in update.seen:
+            self.gate.observe(track.id, box, frame)
+            if self.tracker.wants_crop(track, box.area):
+                score = crop_score(frame.image, box)
+                if self.tracker.wants_crop(track, score):
+                    self.tracker.add_crop(track, score, crop_face(frame.image, box))
+        self._finish(update.closed, update.discarded)
+        self.counters.frame_done(frame.t_mono)
+
+    def tick(self, t_mono: float, t_wall: datetime) -> None:
+        """No frame arrived: still end the tracks whose person has gone."""
+        update = self.tracker.update([], t_mono, t_wall)
+        self._finish(update.closed, update.discarded)
+
+    def flush(self) -> None:
+        """Close every open track: those seen often enough become visits."""
+        update = self.tracker.close_all()
+        self._finish(update.closed, update.discarded)
+
+    def _finish(self, closed: list[Track], discarded: list[Track]) -> None:
+        for track in discarded:
+            self.gate.forget(track.id)
+        for track in closed:
+            result = self.gate.decide(track.id, track.first_mono, track.last_mono)
+            self.counters.checks[result.status] += 1
+            if not result.record:
+                self.on_check(
+                    Check(self.device_id, track.last_wall, result.status, result.temperature_c)
+                )
+                continue
+            demo = self.classify(track)
+            self.on_visit(
+                Visit(
+                    device_id=self.device_id,
+                    started_at=track.first_wall,
+                    ended_at=track.last_wall,
+                    age_group=demo.age_group,
+                    age_confidence=demo.age_confidence,
+                    gender=demo.gender,
+                    gender_confidence=demo.gender_confidence,
+                    temperature_c=result.temperature_c,
+                    temperature_status=result.status,
+                    frames=track.frames,
+                    model_version=self.classifier.model_version,
+                )
+            )
+            track.crops.clear()
+
+    def classify(self, track: Track) -> Demographics:
+        """Average the class probabilities over the track's best crops."""
+        t0 = time.perf_counter()
+        preds = self.classifier.predict([crop for _, crop in track.crops])
+        self.counters.inference_ms.append((time.perf_counter() - t0) * 1000 / max(1, len(preds)))
+        age = np.mean([p.age_probs for p in preds], axis=0)
+        female = float(
+            np.mean([p.gender_prob if p.gender == "female" else 1 - p.gender_prob for p in preds])
+        )
+        best = int(np.argmax(age))
+        return Demographics(
+            age_group=AGE_GROUPS[best],
+            age_confidence=float(age[best]),
+            gender="female" if female >= 0.5 else "male",
+            gender_confidence=max(female, 1 - female),
+        )

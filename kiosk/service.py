@@ -1,0 +1,209 @@
+"""kioskd: the daemon's main loop, signals, sd_notify and shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from kiosk import __version__
+from kiosk.classify import Classifier
+from kiosk.config import EX_CONFIG, Config, ConfigError, load_config
+from kiosk.counters import Counters
+from kiosk.detect import Box, FaceDetector
+from kiosk.frames import CameraSource
+from kiosk.gate import Gate, OffGate
+from kiosk.notify import Notifier
+from kiosk.pipeline import Pipeline
+from kiosk.store import Store
+from kiosk.track import Tracker
+from kiosk.visit import Check, Visit
+
+log = logging.getLogger("kioskd")
+
+STATUS_INTERVAL_S = 5.0
+RETENTION_INTERVAL_S = 24 * 3600.0
+
+
+def setup_logging(level: str) -> None:
+    """One line per event on stderr; journald adds the timestamp and unit."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+class Daemon:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.counters = Counters()
+        self.notifier = Notifier()
+        self.stop_requested = threading.Event()
+        self.summary_requested = False
+        self.store = Store(cfg.database_url)
+        self.classifier = Classifier(cfg.classifier.model_dir, cfg.classifier.num_threads)
+        d = cfg.detector
+        self.detector = FaceDetector(d.scale_factor, d.min_neighbors, d.min_size_px, d.downscale)
+        t = cfg.tracker
+        self.tracker = Tracker(t.iou_threshold, t.max_gap_s, t.min_frames, t.best_crops)
+        self.gate = self._build_gate()
+        c = cfg.camera
+        self.source = CameraSource(
+            c.source, c.width, c.height, c.fps, c.loop, c.realtime,
+            c.stall_timeout_s, c.reconnect_initial_s, c.reconnect_max_s,
+        )  # fmt: skip
+        self.pipeline = Pipeline(
+            self.detector,
+            self.tracker,
+            self.classifier,
+            self.gate,
+            on_visit=self.record_visit,
+            on_check=self.record_check,
+            counters=self.counters,
+            device_id=cfg.device_id,
+            roi=Box(*d.roi) if d.roi else None,
+        )
+
+    def _build_gate(self) -> Gate:
+        return OffGate()
+
+    def record_visit(self, visit: Visit) -> None:
+        try:
+            self.store.add_visit(visit, outbox=self.cfg.mqtt.enabled)
+        except SQLAlchemyError as exc:
+            self.counters.visits_dropped += 1
+            log.error("visit %s could not be stored and is dropped: %s", visit.id, exc)
+            return
+        self.counters.visits += 1
+        self.counters.last_visit_at = visit.ended_at
+        log.info(
+            "visit %s committed: %s %s (%.0f%% / %.0f%%), %d frames, %.1f s, temperature %s",
+            visit.id, visit.gender, visit.age_group, visit.gender_confidence * 100,
+            visit.age_confidence * 100, visit.frames,
+            (visit.ended_at - visit.started_at).total_seconds(), visit.temperature_status,
+        )  # fmt: skip
+
+    def record_check(self, check: Check) -> None:
+        try:
+            self.store.add_check(check)
+        except SQLAlchemyError as exc:
+            log.error("temperature check %s could not be stored: %s", check.status, exc)
+            return
+        log.info("temperature check %s: no demographics recorded", check.status)
+
+    def apply_retention(self) -> None:
+        cutoff = datetime.now(UTC) - timedelta(days=self.cfg.store.retention_days)
+        try:
+            visits, checks = self.store.purge(cutoff)
+        except SQLAlchemyError as exc:
+            log.error("retention purge failed: %s", exc)
+            return
+        if visits or checks:
+            log.info("retention: deleted %d visits and %d checks before %s", visits, checks, cutoff)
+
+    def status_line(self) -> str:
+        return f"fps {self.counters.fps:.1f}, visits {self.counters.visits}, {self.source.state}"
+
+    def install_signals(self) -> None:
+        def stop(signum, _frame) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            self.stop_requested.set()
+
+        def summary(_signum, _frame) -> None:
+            self.summary_requested = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGUSR1, summary)
+
+    def run(self, max_frames: int | None = None, duration_s: float | None = None) -> int:
+        self.install_signals()
+        self.apply_retention()
+        log.info(
+            "kioskd %s started: device %s, camera %s, database %s, model %s",
+            __version__, self.cfg.device_id, self.cfg.camera.source, self.cfg.database_url,
+            self.classifier.model_version,
+        )  # fmt: skip
+        self.notifier.ready(self.status_line())
+        started = time.monotonic()
+        next_status = started + STATUS_INTERVAL_S
+        next_retention = started + RETENTION_INTERVAL_S
+        try:
+            while not self.stop_requested.is_set():
+                frame = self.source.read(timeout=0.25)
+                now = time.monotonic()
+                if frame is not None:
+                    self.pipeline.process(frame)
+                    self.notifier.frame_processed(now)
+                elif self.source.ended:
+                    log.info("camera %s: end of input", self.cfg.camera.source)
+                    break
+                else:
+                    self.pipeline.tick(now, datetime.now(UTC))
+                if self.summary_requested:
+                    self.summary_requested = False
+                    log.info("summary: %s", self.counters.summary())
+                if now >= next_status:
+                    next_status = now + STATUS_INTERVAL_S
+                    self.notifier.status(self.status_line())
+                if now >= next_retention:
+                    next_retention = now + RETENTION_INTERVAL_S
+                    self.apply_retention()
+                if max_frames is not None and self.counters.frames >= max_frames:
+                    break
+                if duration_s is not None and now - started >= duration_s:
+                    break
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        self.pipeline.flush()
+        self.source.close()
+        self.gate.close()
+        log.info("summary: %s", self.counters.summary())
+        self.store.close()
+        self.notifier.close()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="kioskd", description="kiosk store-entrance daemon")
+    ap.add_argument("--config", required=True, help="YAML config file")
+    ap.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    ap.add_argument("--max-frames", type=int, help="stop after this many frames")
+    ap.add_argument("--duration", type=float, help="stop after this many seconds")
+    ap.add_argument("--version", action="version", version=f"kioskd {__version__}")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"kioskd: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.check_config:
+        print(f"kioskd: {args.config}: config ok")
+        return 0
+    setup_logging(cfg.log_level)
+    try:
+        daemon = Daemon(cfg)
+        daemon.source.start()
+    except (OSError, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        return EX_CONFIG
+    return daemon.run(args.max_frames, args.duration)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
