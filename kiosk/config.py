@@ -157,6 +157,18 @@ class MqttConfig:
     discovery_prefix: str = "homeassistant"
     outbox_max_age_days: float = opt(30.0, gt=0)
     outbox_max_count: int = opt(100_000, ge=1)
+    # Reconnect backoff: the first retry after this, doubling up to reconnect_max_s.
+    reconnect_min_s: float = opt(1.0, gt=0)
+    reconnect_max_s: float = opt(30.0, gt=0)
+
+    def __post_init__(self) -> None:
+        for key in ("prefix", "discovery_prefix"):
+            value = getattr(self, key)
+            if not value or any(c in value for c in "+#\0") or value.strip("/") != value:
+                why = "must be a non-empty topic without '+', '#', NUL or a leading/trailing '/'"
+                raise ConfigError(f"mqtt.{key}", f"{why}, got {value!r}")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ConfigError("mqtt.reconnect_max_s", "must be >= mqtt.reconnect_min_s")
 
 
 @dataclass
@@ -196,9 +208,9 @@ class Config:
         return ZoneInfo(self.timezone)
 
 
-def _check_rules(key: str, value: Any, rules: dict[str, Any]) -> None:
+def _check_rules(key: str, value: Any, given: Any, rules: dict[str, Any]) -> None:
     def fail(why: str) -> typing.NoReturn:
-        raise ConfigError(key, f"{why}, got {value!r}")
+        raise ConfigError(key, f"{why}, got {given!r}")
 
     if value is None:
         return
@@ -265,7 +277,7 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     for name, value in data.items():
         key = f"{prefix}{name}"
         values[name] = _convert(key, hints[name], value)
-        _check_rules(key, values[name], dict(fields[name].metadata))
+        _check_rules(key, values[name], value, dict(fields[name].metadata))
     return cls(**values)
 
 

@@ -1,0 +1,108 @@
+import dataclasses
+import subprocess
+import sys
+import typing
+
+import pytest
+import yaml
+
+from kiosk.config import EX_CONFIG, Config, ConfigError, load_config, parse_config
+from tests.conftest import ROOT
+
+EXAMPLE = ROOT / "config.example.yaml"
+
+
+def _keys(cls, prefix=""):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+def _flatten(data, prefix=""):
+    for k, v in data.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def test_example_config_is_valid_and_documents_every_key():
+    cfg = load_config(EXAMPLE)
+    assert cfg.camera.source == "demo"
+    documented = set(_flatten(yaml.safe_load(EXAMPLE.read_text())))
+    assert documented == set(_keys(Config))
+
+
+@pytest.mark.parametrize(
+    "data, key, reason",
+    [
+        ({"camera": {"fps": -3}}, "camera.fps", "must be > 0, got -3"),
+        ({"camera": {"fsp": 10}}, "camera.fsp", "unknown key"),
+        ({"bogus": 1}, "bogus", "unknown key"),
+        ({"detector": {"min_neighbors": "five"}}, "detector.min_neighbors", "must be an integer"),
+        ({"camera": {"loop": "yes"}}, "camera.loop", "must be true or false"),
+        ({"camera": "demo"}, "camera", "must be a mapping"),
+        ({"gate": {"mode": "maybe"}}, "gate.mode", "must be one of off, thermal, external"),
+        ({"detector": {"roi": [1, 2, 3]}}, "detector.roi", "must have 4 items"),
+        ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
+        ({"device_id": "a b"}, "device_id", "must be letters"),
+        ({"camera": {"fps": float("nan")}}, "camera.fps", "finite"),
+    ],
+)
+def test_bad_values_name_the_key(data, key, reason):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert err.value.key == key
+    assert reason in str(err.value)
+    assert str(err.value).startswith(f"{key}: ")
+
+
+def test_file_problems(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.yaml")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="file is empty"):
+        load_config(empty)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_config(binary)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * 2_000_000)
+    with pytest.raises(ConfigError, match="too large"):
+        load_config(huge)
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text('a: &a ["x","x"]\nb: &b [*a,*a]\nc: [*b,*b]\n')
+    with pytest.raises(ConfigError, match="aliases are not allowed"):
+        load_config(bomb)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("camera: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line"):
+        load_config(broken)
+
+
+def _kioskd(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "kiosk.service", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_kioskd_exits_78_naming_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("camera:\n  fps: -3\n")
+    r = _kioskd("--check-config", "--config", str(bad))
+    assert r.returncode == EX_CONFIG
+    assert "camera.fps: must be > 0, got -3" in r.stderr
+    r = _kioskd("--config", str(tmp_path / "nope.yaml"))
+    assert r.returncode == EX_CONFIG
+    assert "nope.yaml: file not found" in r.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("mqtt:\n  hostname: x\n")
+    r = _kioskd("--config", str(unknown))
+    assert r.returncode == EX_CONFIG and "mqtt.hostname: unknown key" in r.stderr
+    r = _kioskd("--check-config", "--config", str(EXAMPLE))
+    assert r.returncode == 0, r.stderr
