@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -110,6 +110,8 @@ class CameraSource:
         self.ended = False
         self._cap: cv2.VideoCapture | None = None
         self._index = 0
+        self._file_fps = fps
+        self._t0_mono, self._t0_wall = 0.0, datetime.now(UTC)
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._returned = -1
@@ -152,6 +154,8 @@ class CameraSource:
             self._cap = self._open()
             if self._cap is None:
                 raise OSError(f"camera.source: {self.target}: OpenCV cannot open it")
+            self._file_fps = self._cap.get(cv2.CAP_PROP_FPS) or self.fps
+            self._t0_mono, self._t0_wall = time.monotonic(), datetime.now(UTC)
             self._set_state("streaming")
         return self
 
@@ -245,10 +249,17 @@ class CameraSource:
             self._spawn_reader()
 
     def _read_sync(self) -> Frame | None:
+        """Frames stamped on the file's own timeline, so replay speed does not change visits."""
         while self._cap is not None:
             ok, image = self._cap.read()
             if ok:
-                frame = Frame(image, self._index, time.monotonic(), datetime.now(UTC))
+                offset = self._index / self._file_fps
+                frame = Frame(
+                    image,
+                    self._index,
+                    self._t0_mono + offset,
+                    self._t0_wall + timedelta(seconds=offset),
+                )
                 self._index += 1
                 return frame
             if self.loop and self._index > 0:

@@ -8,7 +8,7 @@ SHARED_DATA = Path(os.environ.get("KIOSK_SHARED_DATA", ROOT.parent / "shared" / 
 
 needs_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(),
-    reason=f"real data folder {SHARED_DATA} is absent (it ships beside the repo for developers and CI)",
+    reason=f"real data folder {SHARED_DATA} is absent (it sits beside the repo for developers/CI)",
 )
 
 
