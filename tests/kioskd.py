@@ -55,7 +55,10 @@ def start_kioskd(config: Path, *args: str, **kw) -> subprocess.Popen:
 
 
 def stored_visits(tmp_path: Path):
-    store = Store(f"sqlite:///{tmp_path / 'state' / 'kiosk.db'}", read_only=True)
+    db = tmp_path / "state" / "kiosk.db"
+    if not db.exists():
+        return []
+    store = Store(f"sqlite:///{db}", read_only=True)
     try:
         return store.visits(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
     finally:
