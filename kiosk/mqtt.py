@@ -1,0 +1,661 @@
+"""MQTT publishing: visits from the store's outbox, live statistics, Home Assistant discovery.
+
+The store is the source of truth. :meth:`Store.add_visit` writes a visit and its outbox entry
+in one transaction; the :class:`Publisher` drains the outbox in order on a background thread
+and marks an entry delivered only when the broker acknowledges it (QoS 1 PUBACK). A broker
+outage or a daemon restart therefore loses nothing: undelivered entries are sent after the
+next (re)connect. Delivery is at least once; consumers de-duplicate by the visit ``id``.
+
+Topics, under ``<prefix>/<device_id>/``:
+
+``status``  retained ``online`` on every connect, ``offline`` as the last will and on a clean
+            stop (QoS 1).
+``visit``   one JSON message per stored visit (QoS 1, not retained).
+``stats``   retained JSON with today's counts (local day in the configured time zone), sent
+            every ``stats_interval_s``, after each visit and on every connect.
+
+Home Assistant discovery configs (retained) go to
+``<discovery_prefix>/sensor/<unique_id>/config`` on every connect and whenever Home Assistant
+announces ``online`` on ``<discovery_prefix>/status``.
+
+Threads: paho's network loop (``loop_start``) runs the callbacks, which only set flags and
+publish tiny messages; the ``kiosk-mqtt`` thread does every database read and write. The
+frame loop only ever calls :meth:`Publisher.wake`, which sets an event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import ssl
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kiosk import __version__
+from kiosk.config import ConfigError, MqttConfig, read_secret
+from kiosk.counters import Counters
+from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.store import Store
+from kiosk.visit import Visit
+
+log = logging.getLogger(__name__)
+
+# Outbox entries handed to paho and not yet acknowledged. Bounded so that a long outage
+# does not copy the whole backlog into memory; paho re-sends these itself after a reconnect.
+WINDOW = 100
+# Stats after visits are coalesced to at most one message per this many seconds.
+STATS_MIN_GAP_S = 0.5
+TRIM_INTERVAL_S = 600.0
+# While the broker cannot be reached, repeat the warning at most this often (else DEBUG).
+WARN_EVERY_S = 300.0
+STOP_FLUSH_S = 2.0
+
+_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def safe_id(text: str) -> str:
+    """An id for Home Assistant: only ``[a-zA-Z0-9_-]``."""
+    return _ID_BAD.sub("_", text)
+
+
+def iso_utc(t: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z`` suffix and millisecond precision."""
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def visit_payload(visit: Visit, publish_temperature: bool) -> dict[str, Any]:
+    """The JSON object sent on ``<prefix>/<device_id>/visit``."""
+    p: dict[str, Any] = {
+        "id": visit.id,
+        "device_id": visit.device_id,
+        "started_at": iso_utc(visit.started_at),
+        "ended_at": iso_utc(visit.ended_at),
+        "age_group": visit.age_group,
+        "age_confidence": round(float(visit.age_confidence), 4),
+        "gender": visit.gender,
+        "gender_confidence": round(float(visit.gender_confidence), 4),
+        "temperature_status": visit.temperature_status,
+    }
+    if publish_temperature:
+        t = visit.temperature_c
+        p["temperature_c"] = None if t is None else round(float(t), 2)
+    return p
+
+
+def local_day_bounds(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """Start and end (aware) of the local calendar day containing ``now``; DST-safe."""
+    day = now.astimezone(tz).date()
+    start = datetime.combine(day, dtime(0), tzinfo=tz)
+    end = datetime.combine(day + timedelta(days=1), dtime(0), tzinfo=tz)
+    return start, end
+
+
+def stats_payload(
+    store: Store,
+    device_id: str,
+    tz: ZoneInfo,
+    counters: Counters | None,
+    now: datetime | None = None,
+    outbox_pending: int | None = None,
+) -> dict[str, Any]:
+    """Today's counts (local day) plus liveness numbers, for the retained ``stats`` topic."""
+    now = now or datetime.now(UTC)
+    start, end = local_day_bounds(now, tz)
+    counts = store.visit_counts(start, end, device_id)
+    checks = store.check_counts(start, end, device_id)
+    by_gender = dict.fromkeys(GENDERS, 0)
+    by_age = dict.fromkeys(AGE_GROUPS, 0)
+    for (age, gender), n in counts.items():
+        by_gender[gender] = by_gender.get(gender, 0) + n
+        by_age[age] = by_age.get(age, 0) + n
+    last = store.last_visit(device_id)
+    p: dict[str, Any] = {
+        "device_id": device_id,
+        "date": start.date().isoformat(),
+        "timezone": str(tz),
+        "visitors": sum(counts.values()),
+        "gender": by_gender,
+        "age_groups": by_age,
+        "failed_checks": int(checks.get("fail", 0)),
+        "unmeasured_checks": int(checks.get("unmeasured", 0)),
+        "last_visit": (
+            {"at": iso_utc(last.ended_at), "age_group": last.age_group, "gender": last.gender}
+            if last
+            else None
+        ),
+        "fps": round(float(counters.fps), 2) if counters else None,
+        "uptime_s": int(counters.uptime_s()) if counters else None,
+        "updated_at": iso_utc(now),
+    }
+    if outbox_pending is not None:
+        p["outbox_pending"] = outbox_pending
+    return p
+
+
+def topics(prefix: str, device_id: str) -> dict[str, str]:
+    base = f"{prefix}/{device_id}"
+    return {"status": f"{base}/status", "visit": f"{base}/visit", "stats": f"{base}/stats"}
+
+
+def discovery_configs(cfg: MqttConfig, device_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, config) pairs for Home Assistant MQTT discovery, one device, all sensors."""
+    t = topics(cfg.prefix, device_id)
+    dev = safe_id(device_id)
+    device = {
+        "identifiers": [f"kiosk_{dev}"],
+        "name": f"Kiosk {device_id}",
+        "manufacturer": "kiosk",
+        "model": "Store entrance visitor counter",
+        "sw_version": __version__,
+    }
+    common = {
+        "state_topic": t["stats"],
+        "availability_topic": t["status"],
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+        "has_entity_name": True,
+    }
+    count = {"state_class": "total_increasing", "unit_of_measurement": "visitors"}
+    sensors: list[dict[str, Any]] = [
+        {
+            "key": "visitors_today",
+            "name": "Visitors today",
+            "value_template": "{{ value_json.visitors }}",
+            "icon": "mdi:account-group",
+            **count,
+        },
+        {
+            "key": "female_today",
+            "name": "Female today",
+            "value_template": "{{ value_json.gender.female }}",
+            "icon": "mdi:human-female",
+            **count,
+        },
+        {
+            "key": "male_today",
+            "name": "Male today",
+            "value_template": "{{ value_json.gender.male }}",
+            "icon": "mdi:human-male",
+            **count,
+        },
+    ]
+    for group in AGE_GROUPS:
+        sensors.append(
+            {
+                "key": f"age_{group}_today",
+                "name": f"Age {group} today",
+                "value_template": f"{{{{ value_json.age_groups['{group}'] }}}}",
+                "icon": "mdi:account-clock",
+                **count,
+            }
+        )
+    sensors += [
+        {
+            "key": "failed_checks_today",
+            "name": "Failed checks today",
+            "value_template": "{{ value_json.failed_checks }}",
+            "icon": "mdi:thermometer-alert",
+            "state_class": "total_increasing",
+            "unit_of_measurement": "checks",
+        },
+        {
+            "key": "last_visit",
+            "name": "Last visit",
+            "value_template": (
+                "{% if value_json.last_visit %}{{ value_json.last_visit.age_group }} "
+                "{{ value_json.last_visit.gender }}{% else %}none{% endif %}"
+            ),
+            "json_attributes_topic": t["stats"],
+            "json_attributes_template": "{{ (value_json.last_visit or {}) | tojson }}",
+            "icon": "mdi:account-arrow-right",
+        },
+        {
+            "key": "last_visit_at",
+            "name": "Last visit at",
+            "device_class": "timestamp",
+            "value_template": ("{{ value_json.last_visit.at if value_json.last_visit else None }}"),
+        },
+        {
+            "key": "fps",
+            "name": "Frame rate",
+            "unit_of_measurement": "fps",
+            "state_class": "measurement",
+            "entity_category": "diagnostic",
+            "value_template": "{{ value_json.fps }}",
+            "icon": "mdi:speedometer",
+        },
+    ]
+    out = []
+    for s in sensors:
+        key = s.pop("key")
+        unique_id = safe_id(f"kiosk_{dev}_{key}")
+        out.append(
+            (
+                f"{cfg.discovery_prefix}/sensor/{unique_id}/config",
+                {**common, "unique_id": unique_id, **s},
+            )
+        )
+    return out
+
+
+def read_password(cfg: MqttConfig) -> str | None:
+    """The broker password from ``password_env``, ``password_file`` or the systemd credential
+    ``mqtt_password``; a configured file that is missing is a ConfigError."""
+    return read_secret(cfg.password_env, cfg.password_file, "mqtt_password", "mqtt.password_file")
+
+
+def _check_files(cfg: MqttConfig) -> None:
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = getattr(cfg, key)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"mqtt.{key}", f"{value}: file not found")
+    if cfg.key_file and not cfg.cert_file:
+        raise ConfigError("mqtt.key_file", "needs mqtt.cert_file")
+
+
+def make_client(
+    cfg: MqttConfig, client_id: str, password: str | None, *, will_topic: str | None = None
+) -> mqtt.Client:
+    """A paho 2.x client with auth, TLS, LWT and reconnect backoff; not yet connected."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=True,
+        protocol=mqtt.MQTTv311,
+    )
+    client.enable_logger(logging.getLogger("kiosk.mqtt.paho"))
+    client.suppress_exceptions = True  # a bug in a callback must not kill the network thread
+    if cfg.username:
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls:
+        client.tls_set(
+            ca_certs=cfg.ca_file or None,
+            certfile=cfg.cert_file or None,
+            keyfile=cfg.key_file or None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        if cfg.tls_insecure:
+            client.tls_insecure_set(True)
+    if will_topic:
+        client.will_set(will_topic, "offline", qos=1, retain=True)
+    client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+    client.max_inflight_messages_set(WINDOW)
+    return client
+
+
+class Publisher:
+    """Drains the visit outbox to MQTT and keeps ``status``, ``stats`` and discovery current.
+
+    ``start()`` returns at once (the connection is made in the background and retried with
+    backoff); ``wake()`` is cheap and safe to call from the frame loop right after a visit is
+    committed; ``stop()`` publishes ``offline`` and disconnects cleanly. When
+    ``cfg.enabled`` is false all three do nothing.
+    """
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        device_id: str,
+        store: Store,
+        tz: ZoneInfo,
+        counters: Counters | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device_id = device_id
+        self.store = store
+        self.tz = tz
+        self.counters = counters
+        self.topics = topics(cfg.prefix, device_id)
+        self.ha_status_topic = f"{cfg.discovery_prefix}/status"
+        self.where = f"{cfg.host}:{cfg.port}"
+        self._password = read_password(cfg) if cfg.enabled else None
+        if cfg.enabled:
+            _check_files(cfg)
+        self.client: mqtt.Client | None = None
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards the flags below (set from paho's thread)
+        self._connected = False
+        self._connect_gen = 0
+        self._discovery_due = False
+        self._stats_due = False
+        self._acked: deque[int] = deque()  # mids from on_publish, read by the drain thread
+        # drain-thread state
+        self._inflight: dict[int, tuple[int, mqtt.MQTTMessageInfo]] = {}  # mid -> (outbox id, info)
+        self._inflight_ids: set[int] = set()
+        self._seen_gen = 0
+        self._last_stats = 0.0
+        self._last_trim = 0.0
+        # connection-problem logging (paho's thread)
+        self._fail_count = 0
+        self._last_warn = 0.0
+        self._last_problem = ""
+        self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
+        # numbers for tests, benchmarks and metrics
+        self.delivered = 0
+        self.connects = 0
+        self.trimmed = 0
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def subscribe(self, topic: str, callback: Callable[[mqtt.MQTTMessage], None]) -> None:
+        """Receive messages on ``topic`` (e.g. external gate decisions); call before start().
+        The callback runs on paho's network thread and must be quick."""
+        self._subscriptions[topic] = callback
+
+    def start(self) -> None:
+        if not self.cfg.enabled or self._thread is not None:
+            return
+        self._trim()
+        client = make_client(
+            self.cfg, f"kiosk-{self.device_id}", self._password, will_topic=self.topics["status"]
+        )
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self.client = client
+        auth = f" as {self.cfg.username!r}" if self.cfg.username else ""
+        tls = " over TLS" if self.cfg.tls else ""
+        log.info(
+            "mqtt: connecting to %s%s%s as client %s (%d visits waiting in the outbox)",
+            self.where,
+            tls,
+            auth,
+            f"kiosk-{self.device_id}",
+            self.store.outbox_depth(),
+        )
+        client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="kiosk-mqtt", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """A visit was just committed: publish it (and fresh stats) soon. Never blocks."""
+        self._stats_due = True
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish ``offline``, disconnect cleanly and stop both threads."""
+        if self._thread is None or self.client is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        client = self.client
+        if self._connected:
+            try:
+                info = client.publish(self.topics["status"], "offline", qos=1, retain=True)
+                info.wait_for_publish(STOP_FLUSH_S)
+            except (RuntimeError, ValueError) as exc:
+                log.debug("mqtt: offline not confirmed: %s", exc)
+        client.disable_logger()  # paho logs a spurious error when its loop sees the close
+        client.disconnect()
+        client.loop_stop()
+        self._thread = None
+        log.info("mqtt: stopped (%d visits published this run)", self.delivered)
+
+    def drained(self) -> bool:
+        """True when nothing is waiting in the outbox or in flight."""
+        return not self._inflight and self.store.outbox_depth() == 0
+
+    # -- paho callbacks (network thread): flags and tiny publishes only ---------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._problem(
+                f"broker {self.where} refused the connection: {reason_code}"
+                + (
+                    " (check mqtt.username and the password from "
+                    f"${self.cfg.password_env or '-'} / mqtt.password_file)"
+                    if reason_code.value in (4, 5, 134, 135)
+                    else ""
+                )
+            )
+            return
+        if self._fail_count:
+            log.info("mqtt: connected to %s after %d failed attempts", self.where, self._fail_count)
+        else:
+            log.info("mqtt: connected to %s", self.where)
+        self._fail_count = 0
+        self._last_problem = ""
+        client.publish(self.topics["status"], "online", qos=1, retain=True)
+        subs = [(t, 1) for t in self._subscriptions]
+        if self.cfg.discovery:
+            subs.append((self.ha_status_topic, 0))
+        if subs:
+            client.subscribe(subs)
+        with self._lock:
+            self._connected = True
+            self._connect_gen += 1
+            self.connects += 1
+        self._wake.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        exc = sys.exc_info()[1]  # paho calls this from inside its `except OSError:` block
+        why = f": {exc}" if exc else ""
+        self._problem(f"cannot connect to broker {self.where}{why}")
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self._connected
+        with self._lock:
+            self._connected = False
+        if self._stop.is_set():
+            return
+        if was:
+            log.warning(
+                "mqtt: lost the connection to %s (%s); visits wait in the outbox and are sent "
+                "after reconnecting",
+                self.where,
+                reason_code,
+            )
+            self._last_warn = time.monotonic()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._acked.append(mid)
+        self._wake.set()
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.ha_status_topic:
+            if msg.payload.strip().lower() == b"online":
+                log.info("mqtt: Home Assistant is online; re-sending discovery")
+                self._discovery_due = True
+                self._stats_due = True
+                self._wake.set()
+            return
+        for topic, callback in self._subscriptions.items():
+            if mqtt.topic_matches_sub(topic, msg.topic):
+                try:
+                    callback(msg)
+                except Exception:
+                    log.exception("mqtt: handler for %s failed", topic)
+
+    def _problem(self, what: str) -> None:
+        """Log a connection problem clearly once, then at most every WARN_EVERY_S."""
+        self._fail_count += 1
+        now = time.monotonic()
+        if what != self._last_problem or now - self._last_warn >= WARN_EVERY_S:
+            log.warning(
+                "mqtt: %s; retrying with backoff up to %.0f s (attempt %d); visits are kept in "
+                "the local outbox",
+                what,
+                self.cfg.reconnect_max_s,
+                self._fail_count,
+            )
+            self._last_warn = now
+            self._last_problem = what
+        else:
+            log.debug("mqtt: %s (attempt %d)", what, self._fail_count)
+
+    # -- drain thread: all database work ------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while True:
+            timeout = self._next_timeout() if backoff == 0 else backoff
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stop.is_set():
+                self._flush_acks()
+                return
+            try:
+                self._step()
+                backoff = 0.0
+            except Exception:
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+                log.exception("mqtt: publisher step failed; retrying in %.1f s", backoff)
+
+    def _flush_acks(self) -> None:
+        """On stop: wait briefly for PUBACKs of what is in flight, so that it is marked
+        delivered now rather than sent again after the restart."""
+        deadline = time.monotonic() + STOP_FLUSH_S
+        while True:
+            try:
+                self._collect_acks()
+            except Exception:
+                log.exception("mqtt: could not mark delivered visits")
+                return
+            if not self._inflight or not self._connected or time.monotonic() >= deadline:
+                return
+            self._wake.wait(0.05)
+            self._wake.clear()
+
+    def _next_timeout(self) -> float:
+        now = time.monotonic()
+        due = self._last_stats + self.cfg.stats_interval_s
+        if self._stats_due:
+            due = min(due, self._last_stats + STATS_MIN_GAP_S)
+        return max(0.05, min(due - now, self._last_trim + TRIM_INTERVAL_S - now, 5.0))
+
+    def _step(self) -> None:
+        self._collect_acks()
+        now = time.monotonic()
+        if now - self._last_trim >= TRIM_INTERVAL_S:
+            self._trim()
+        if not self._connected:
+            return
+        gen = self._connect_gen
+        if gen != self._seen_gen:
+            # A (re)connect: discovery and stats first, then the backlog.
+            self._seen_gen = gen
+            self._discovery_due = self.cfg.discovery
+            self._stats_due = True
+            self._last_stats = 0.0
+        if self._discovery_due:
+            self._discovery_due = False
+            self._publish_discovery()
+        if (self._stats_due and now - self._last_stats >= STATS_MIN_GAP_S) or (
+            now - self._last_stats >= self.cfg.stats_interval_s
+        ):
+            self._stats_due = False
+            self._publish_stats()
+        self._fill_window()
+
+    def _collect_acks(self) -> None:
+        done: list[int] = []
+        while self._acked:
+            mid = self._acked.popleft()
+            entry = self._inflight.pop(mid, None)
+            if entry is not None:
+                done.append(entry[0])
+        # An ack can arrive before publish() has returned its mid to us; paho marks the
+        # message info as published on PUBACK, so those are caught here.
+        for mid, (oid, info) in list(self._inflight.items()):
+            if info.is_published():
+                del self._inflight[mid]
+                done.append(oid)
+        if done:
+            try:
+                self.store.mark_delivered(done)
+            except Exception:
+                # Still published: keep them out of the window until they can be marked.
+                for oid in done:
+                    self._acked_unmarked(oid)
+                raise
+            self._inflight_ids.difference_update(done)
+            self.delivered += len(done)
+
+    def _acked_unmarked(self, oid: int) -> None:
+        info = mqtt.MQTTMessageInfo(-oid)
+        info._set_as_published()
+        self._inflight[-oid] = (oid, info)
+
+    def _fill_window(self) -> None:
+        room = WINDOW - len(self._inflight)
+        if room <= 0:
+            return
+        client = self.client
+        assert client is not None
+        sent = 0
+        for entry in self.store.pending_outbox(limit=WINDOW + len(self._inflight)):
+            if entry.id in self._inflight_ids:
+                continue
+            if not self._connected or sent >= room:
+                break
+            payload = json.dumps(
+                visit_payload(entry.visit, self.cfg.publish_temperature), separators=(",", ":")
+            )
+            info = client.publish(self.topics["visit"], payload, qos=1, retain=False)
+            # Queued by paho even if the connection dropped just now (rc NO_CONN): it is
+            # re-sent after the reconnect, so it stays in flight either way.
+            self._inflight[info.mid] = (entry.id, info)
+            self._inflight_ids.add(entry.id)
+            sent += 1
+
+    def _publish_stats(self) -> None:
+        assert self.client is not None
+        payload = stats_payload(
+            self.store,
+            self.device_id,
+            self.tz,
+            self.counters,
+            outbox_pending=self.store.outbox_depth(),
+        )
+        self.client.publish(
+            self.topics["stats"], json.dumps(payload, separators=(",", ":")), qos=1, retain=True
+        )
+        self._last_stats = time.monotonic()
+
+    def _publish_discovery(self) -> None:
+        assert self.client is not None
+        for topic, config in discovery_configs(self.cfg, self.device_id):
+            self.client.publish(topic, json.dumps(config), qos=1, retain=True)
+
+    def _trim(self) -> None:
+        self._last_trim = time.monotonic()
+        max_age_s = self.cfg.outbox_max_age_days * 86400.0
+        dropped = self.store.trim_outbox(max_age_s, self.cfg.outbox_max_count)
+        if dropped:
+            self.trimmed += dropped
+            log.warning(
+                "mqtt: outbox trimmed: %d unpublished visits dropped from the outbox (older than "
+                "mqtt.outbox_max_age_days=%g or beyond mqtt.outbox_max_count=%d); they stay in "
+                "the database and reports but will not be sent to MQTT",
+                dropped,
+                self.cfg.outbox_max_age_days,
+                self.cfg.outbox_max_count,
+            )
