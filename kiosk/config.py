@@ -65,6 +65,9 @@ class DetectorConfig:
     downscale: float = opt(2.0, ge=1.0, le=8.0)
     # Optional [x, y, w, h] region of the frame where faces can appear.
     roi: list[int] | None = opt(None, length=4)
+    # Fast path: full-frame detection only when something moves outside tracked people,
+    # otherwise only in a window around each tracked face. false = full frame every frame.
+    focus: bool = True
 
 
 @dataclass
@@ -108,6 +111,10 @@ class ThermalConfig:
     skin_max_c: float = 43.0
     min_pixels: int = opt(12, ge=1)
     hottest_pixels: int = opt(8, ge=1)
+    # single_person mode: the warm head blob must cover at least this share of the frame.
+    min_face_fraction: float = opt(0.015, gt=0, lt=1)
+    # Readings per visit whose median is the visit's temperature (the hottest valid ones).
+    best_readings: int = opt(5, ge=1)
     # Reference emitter: "auto", "off", or "x,y,w,h" in thermal pixels; known temperature in C.
     reference: str = "auto"
     reference_c: float | None = None

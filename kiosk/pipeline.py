@@ -15,7 +15,8 @@ import numpy as np
 
 from kiosk.classify import Classifier, crop_face
 from kiosk.counters import Counters
-from kiosk.detect import Box, FaceDetector
+from kiosk.detect import Box
+from kiosk.focus import FocusedDetector
 from kiosk.frames import Frame, valid_image
 from kiosk.gate import Gate
 from kiosk.labels import AGE_GROUPS
@@ -48,7 +49,7 @@ def crop_score(image: np.ndarray, box: Box) -> float:
 class Pipeline:
     def __init__(
         self,
-        detector: FaceDetector,
+        detector: FocusedDetector,
         tracker: Tracker,
         classifier: Classifier,
         gate: Gate,
@@ -56,7 +57,6 @@ class Pipeline:
         on_check: Callable[[Check], None],
         counters: Counters,
         device_id: str,
-        roi: Box | None = None,
     ) -> None:
         self.detector = detector
         self.tracker = tracker
@@ -66,13 +66,12 @@ class Pipeline:
         self.on_check = on_check
         self.counters = counters
         self.device_id = device_id
-        self.roi = roi
 
     def process(self, frame: Frame) -> None:
         if not valid_image(frame.image):
             self.counters.frames_rejected += 1
             return
-        boxes = self.detector.detect(frame.image, self.roi)
+        boxes = self.detector.detect(frame.image, [t.box for t in self.tracker.tracks])
         self.counters.faces += len(boxes)
         update = self.tracker.update(boxes, frame.t_mono, frame.t_wall)
         for track, box in update.seen:

@@ -17,8 +17,11 @@ from kiosk.classify import Classifier
 from kiosk.config import EX_CONFIG, Config, ConfigError, load_config
 from kiosk.counters import Counters
 from kiosk.detect import Box, FaceDetector
+from kiosk.focus import FocusedDetector
 from kiosk.frames import CameraSource
 from kiosk.gate import Gate, OffGate
+from kiosk.motion import MotionDetector
+from kiosk.mqtt import Publisher
 from kiosk.notify import Notifier
 from kiosk.pipeline import Pipeline
 from kiosk.store import Store
@@ -51,7 +54,11 @@ class Daemon:
         self.store = Store(cfg.database_url)
         self.classifier = Classifier(cfg.classifier.model_dir, cfg.classifier.num_threads)
         d = cfg.detector
-        self.detector = FaceDetector(d.scale_factor, d.min_neighbors, d.min_size_px, d.downscale)
+        self.detector = FocusedDetector(
+            FaceDetector(d.scale_factor, d.min_neighbors, d.min_size_px, d.downscale),
+            MotionDetector() if d.focus else None,
+            roi=Box(*d.roi) if d.roi else None,
+        )
         t = cfg.tracker
         self.tracker = Tracker(t.iou_threshold, t.max_gap_s, t.min_frames, t.best_crops)
         self.gate = self._build_gate()
@@ -69,8 +76,9 @@ class Daemon:
             on_check=self.record_check,
             counters=self.counters,
             device_id=cfg.device_id,
-            roi=Box(*d.roi) if d.roi else None,
         )
+        # Does nothing unless mqtt.enabled; publishes from the store's outbox on its own thread.
+        self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.store, cfg.tz, self.counters)
 
     def _build_gate(self) -> Gate:
         return OffGate()
@@ -84,6 +92,7 @@ class Daemon:
             return
         self.counters.visits += 1
         self.counters.last_visit_at = visit.ended_at
+        self.publisher.wake()
         log.info(
             "visit %s committed: %s %s (%.0f%% / %.0f%%), %d frames, %.1f s, temperature %s",
             visit.id, visit.gender, visit.age_group, visit.gender_confidence * 100,
@@ -132,6 +141,7 @@ class Daemon:
             __version__, self.cfg.device_id, self.cfg.camera.source, self.cfg.database_url,
             self.classifier.model_version,
         )  # fmt: skip
+        self.publisher.start()
         self.notifier.ready(self.status_line())
         started = time.monotonic()
         next_status = started + STATUS_INTERVAL_S
@@ -171,6 +181,7 @@ class Daemon:
         self.source.close()
         self.gate.close()
         log.info("summary: %s", self.counters.summary())
+        self.publisher.stop()
         self.store.close()
         self.notifier.close()
 
@@ -199,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         daemon = Daemon(cfg)
         daemon.source.start()
+    except ConfigError as exc:
+        log.error("config error: %s", exc)
+        return EX_CONFIG
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return EX_CONFIG

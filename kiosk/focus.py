@@ -1,0 +1,67 @@
+"""Decides where Haar runs on each frame: the fast path of the frame loop.
+
+Full-frame detection costs tens of milliseconds, so it runs only when something moved outside
+the people already tracked (a newcomer), or periodically as a safety net while tracks are
+alive. A tracked face is searched for only in a window around its last box. An empty, still
+scene costs one thumbnail difference per frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kiosk.detect import Box, FaceDetector
+from kiosk.motion import MotionDetector
+
+
+def _intersect(a: Box, b: Box) -> Box:
+    x0, y0 = max(a.x, b.x), max(a.y, b.y)
+    x1, y1 = min(a.x + a.w, b.x + b.w), min(a.y + a.h, b.y + b.h)
+    return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+
+def suppress_duplicates(boxes: list[Box], iou: float = 0.4) -> list[Box]:
+    """The same face found from two overlapping windows is kept once (the larger box)."""
+    kept: list[Box] = []
+    for box in sorted(boxes, key=lambda b: b.area, reverse=True):
+        if all(box.iou(k) < iou for k in kept):
+            kept.append(box)
+    return kept
+
+
+class FocusedDetector:
+    def __init__(
+        self,
+        detector: FaceDetector,
+        motion: MotionDetector | None = None,
+        roi: Box | None = None,
+        window_scale: float = 2.2,
+        full_every: int = 15,
+    ) -> None:
+        self.detector = detector
+        self.motion = motion
+        self.roi = roi
+        self.window_scale = window_scale
+        self.full_every = full_every
+        self._since_full = 0
+        self.full_frames = 0
+        self.window_frames = 0
+        self.skipped_frames = 0
+
+    def detect(self, image: np.ndarray, tracked: list[Box]) -> list[Box]:
+        h, w = image.shape[:2]
+        windows = [b.expanded(self.window_scale, w, h) for b in tracked]
+        if self.roi is not None:
+            windows = [_intersect(win, self.roi) for win in windows]
+        self._since_full += 1
+        newcomer = self.motion is None or self.motion.moved(image, windows)
+        if newcomer or (windows and self._since_full >= self.full_every):
+            self._since_full = 0
+            self.full_frames += 1
+            return self.detector.detect(image, self.roi)
+        if not windows:
+            self.skipped_frames += 1
+            return []
+        self.window_frames += 1
+        found = [b for win in windows if win.area for b in self.detector.detect(image, win)]
+        return suppress_duplicates(found)
