@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,10 +20,12 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    case,
     create_engine,
     delete,
     event,
     func,
+    literal,
     select,
     update,
 )
@@ -160,6 +162,16 @@ def _sqlite_connect_ro(path: Path):
     return sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
 
 
+def _bin_of(col, bounds: Sequence[datetime]):
+    """SQL for the index of the bin [bounds[i], bounds[i+1]) that `col` falls in."""
+    if len(bounds) < 2:
+        raise ValueError("need at least two bin edges")
+    inner = bounds[1:-1]
+    if not inner:
+        return literal(0)
+    return case(*[(col < edge, i) for i, edge in enumerate(inner)], else_=len(inner))
+
+
 def _current_version(session: Session) -> int | None:
     try:
         row = session.get(Meta, "schema_version")
@@ -278,6 +290,61 @@ class Store:
             q = q.where(CheckRow.device_id == device_id)
         with self.session() as s:
             return dict(s.execute(q.group_by(CheckRow.status)).all())
+
+    def visit_counts_binned(
+        self, edges: Sequence[datetime], device_id: str | None = None
+    ) -> dict[tuple[int, str, str], int]:
+        """Visits counted by (bin, age_group, gender); bin i is [edges[i], edges[i+1]).
+
+        One indexed range scan for the whole span, so a report's hours cost one query."""
+        col = VisitRow.started_at
+        bounds = [to_utc_naive(e) for e in edges]
+        b = _bin_of(col, bounds)
+        q = select(b, VisitRow.age_group, VisitRow.gender, func.count()).where(
+            col >= bounds[0], col < bounds[-1]
+        )
+        if device_id:
+            q = q.where(VisitRow.device_id == device_id)
+        q = q.group_by(b, VisitRow.age_group, VisitRow.gender)
+        with self.session() as s:
+            return {(i, age, gender): n for i, age, gender, n in s.execute(q)}
+
+    def check_counts_binned(
+        self, edges: Sequence[datetime], device_id: str | None = None
+    ) -> dict[tuple[int, str], int]:
+        """Non-passing checks counted by (bin, status); bins as in visit_counts_binned."""
+        col = CheckRow.at
+        bounds = [to_utc_naive(e) for e in edges]
+        b = _bin_of(col, bounds)
+        q = select(b, CheckRow.status, func.count()).where(col >= bounds[0], col < bounds[-1])
+        if device_id:
+            q = q.where(CheckRow.device_id == device_id)
+        with self.session() as s:
+            return {(i, status): n for i, status, n in s.execute(q.group_by(b, CheckRow.status))}
+
+    def iter_visits(
+        self, start: datetime, end: datetime, device_id: str | None = None, batch: int = 2000
+    ) -> Iterator[Visit]:
+        """Visits that started in [start, end), oldest first, fetched in batches (exports)."""
+        q = select(VisitRow).where(
+            VisitRow.started_at >= to_utc_naive(start), VisitRow.started_at < to_utc_naive(end)
+        )
+        if device_id:
+            q = q.where(VisitRow.device_id == device_id)
+        q = q.order_by(VisitRow.started_at).execution_options(yield_per=batch)
+        with self.session() as s:
+            for row in s.scalars(q):
+                yield visit_from_row(row)
+
+    def oldest_record_at(self) -> datetime | None:
+        """The earliest visit start or check time (UTC), or None for an empty database."""
+        with self.session() as s:
+            times = [
+                s.scalar(select(func.min(VisitRow.started_at))),
+                s.scalar(select(func.min(CheckRow.at))),
+            ]
+        found = [t for t in times if t is not None]
+        return from_utc_naive(min(found)) if found else None
 
     def last_visit(self, device_id: str | None = None) -> Visit | None:
         q = select(VisitRow).order_by(VisitRow.ended_at.desc()).limit(1)

@@ -1,0 +1,484 @@
+"""kiosk-report: the store manager's files, in the store's local time.
+
+Subcommands: ``daily`` and ``range`` (visitors per age group x gender per day or local hour,
+then the failed and unmeasured temperature checks), ``export`` (one row per visit),
+``chart`` (a PNG bar chart of a day; needs the optional ``chart`` extra) and ``purge``
+(retention). Reports open the database read-only, so they run beside a writing daemon (WAL).
+
+Exit codes: 0 ok, 2 bad input (arguments, config, timezone, database), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import IO, TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
+
+from kiosk.config import ConfigError, load_config
+from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.store import Store, sqlite_path
+from kiosk.visit import Visit
+
+EXIT_OK = 0
+EXIT_INPUT = 2
+
+# Check statuses in report order, with the label that stands in the age_group column.
+CHECK_ROWS: tuple[tuple[str, str], ...] = (
+    ("fail", "failed_check"),
+    ("unmeasured", "unmeasured_check"),
+)
+COUNT_COLUMNS = ("date", "age_group", "gender", "visitors")
+HOUR_COLUMNS = ("date", "hour", "age_group", "gender", "visitors")
+EXPORT_COLUMNS = (
+    "id",
+    "device_id",
+    "started_at_utc",
+    "started_at_local",
+    "ended_at_utc",
+    "age_group",
+    "age_confidence",
+    "gender",
+    "gender_confidence",
+    "temperature_status",
+    "frames",
+    "model_version",
+)
+_QUARTER = timedelta(minutes=15)  # every real UTC offset is a multiple of 15 minutes
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class InputError(Exception):
+    """Something the user can fix: a bad argument, config, timezone or database."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One reported period: a local day, or one local hour of it, as a UTC interval."""
+
+    day: date
+    hour: str | None  # local start "HH:MM+HH:MM" (offset included: a DST day repeats one)
+    start: datetime  # UTC, inclusive
+    end: datetime  # UTC, exclusive
+
+
+@dataclass(frozen=True, slots=True)
+class CountRow:
+    day: date
+    hour: str | None
+    age_group: str  # an Adience group, or a CHECK_ROWS label
+    gender: str | None  # None on check rows
+    visitors: int
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where to read and how to render: from --config and/or --db/--tz/--device."""
+
+    url: str
+    tz: ZoneInfo
+    device_id: str | None
+    retention_days: int | None
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The first instant of a local day, in UTC (a midnight inside a DST gap maps to the
+    end of the gap, an ambiguous one to its first occurrence)."""
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+
+
+def day_bucket(day: date, tz: ZoneInfo) -> Bucket:
+    return Bucket(day, None, local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz))
+
+
+def hour_buckets(day: date, tz: ZoneInfo) -> list[Bucket]:
+    """The local hours of a day: 24, or 23/25 on a DST change day (a repeated hour is told
+    apart by its UTC offset)."""
+    whole = day_bucket(day, tz)
+    buckets: list[Bucket] = []
+    key = label = start = None
+    t = whole.start
+    while t < whole.end:
+        local = t.astimezone(tz)
+        here = (local.hour, local.utcoffset())
+        if here != key:
+            if start is not None:
+                buckets.append(Bucket(day, label, start, t))
+            key, start, label = here, t, local.isoformat(timespec="minutes")[11:]
+        t += _QUARTER
+    buckets.append(Bucket(day, label, start, whole.end))
+    return buckets
+
+
+def days_between(first: date, last: date) -> Iterator[date]:
+    for n in range((last - first).days + 1):
+        yield first + timedelta(days=n)
+
+
+def count_rows(
+    store: Store, days: Iterable[date], tz: ZoneInfo, by: str = "day", device_id: str | None = None
+) -> Iterator[CountRow]:
+    """Every (period, age group, gender) row, zeros included, then the check rows; the
+    same shape every day so files line up in a spreadsheet."""
+    for day in days:
+        buckets = hour_buckets(day, tz) if by == "hour" else [day_bucket(day, tz)]
+        edges = [b.start for b in buckets] + [buckets[-1].end]
+        visits = store.visit_counts_binned(edges, device_id)
+        checks = store.check_counts_binned(edges, device_id)
+        unknown = sum(visits.values()) - sum(
+            n for (_, age, gender), n in visits.items() if age in AGE_GROUPS and gender in GENDERS
+        )
+        if unknown:
+            print(f"kiosk-report: {day}: {unknown} visits with unknown labels", file=sys.stderr)
+        for i, b in enumerate(buckets):
+            for age in AGE_GROUPS:
+                for gender in GENDERS:
+                    yield CountRow(day, b.hour, age, gender, visits.get((i, age, gender), 0))
+            for status, label in CHECK_ROWS:
+                yield CountRow(day, b.hour, label, None, checks.get((i, status), 0))
+
+
+def retention_cutoff(
+    days: int, tz: ZoneInfo | None = None, now: datetime | None = None
+) -> datetime:
+    """Start of the oldest kept local day: today and the `days` full days before it stay."""
+    tz = tz or ZoneInfo("UTC")
+    today = (now or datetime.now(UTC)).astimezone(tz).date()
+    return local_midnight(today - timedelta(days=days), tz)
+
+
+def apply_retention(
+    store: Store, days: int, tz: ZoneInfo | None = None, now: datetime | None = None
+) -> tuple[int, int]:
+    """Delete visits and checks older than `days` local days; returns (visits, checks).
+
+    Deletes one day per transaction so a writing daemon never waits long for the lock.
+    The daemon calls this once a day with config.store.retention_days."""
+    if days < 1:
+        raise ValueError(f"retention must be at least 1 day, got {days}")
+    cutoff = retention_cutoff(days, tz, now)
+    visits = checks = 0
+    step = store.oldest_record_at()
+    while step is not None and step < cutoff:
+        step = min(step + timedelta(days=1), cutoff)
+        v, c = store.purge(step)
+        visits, checks = visits + v, checks + c
+    return visits, checks
+
+
+# ---- rendering -------------------------------------------------------------------------
+
+
+def count_records(rows: Iterable[CountRow], by: str) -> tuple[tuple[str, ...], Iterator[tuple]]:
+    columns = HOUR_COLUMNS if by == "hour" else COUNT_COLUMNS
+
+    def records() -> Iterator[tuple]:
+        for r in rows:
+            head = (r.day.isoformat(), r.hour) if by == "hour" else (r.day.isoformat(),)
+            yield (*head, r.age_group, r.gender, r.visitors)
+
+    return columns, records()
+
+
+def _utc_text(t: datetime) -> str:
+    return t.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+def export_records(
+    visits: Iterable[Visit], tz: ZoneInfo, temperature: bool
+) -> tuple[tuple[str, ...], Iterator[tuple]]:
+    columns = EXPORT_COLUMNS + (("temperature_c",) if temperature else ())
+
+    def records() -> Iterator[tuple]:
+        for v in visits:
+            row = (
+                v.id,
+                v.device_id,
+                _utc_text(v.started_at),
+                v.started_at.astimezone(tz).isoformat(timespec="seconds"),
+                _utc_text(v.ended_at),
+                v.age_group,
+                round(v.age_confidence, 4),
+                v.gender,
+                round(v.gender_confidence, 4),
+                v.temperature_status,
+                v.frames,
+                v.model_version,
+            )
+            yield (*row, v.temperature_c) if temperature else row
+
+    return columns, records()
+
+
+def write_table(out: TextIO, columns: tuple[str, ...], records: Iterable[tuple], fmt: str) -> None:
+    """RFC 4180 CSV (CRLF, header row; None as an empty field) or a JSON array of objects."""
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(columns)
+        writer.writerows(records)
+        return
+    out.write("[")
+    for i, rec in enumerate(records):
+        out.write(",\n " if i else "\n ")
+        json.dump(dict(zip(columns, rec, strict=True)), out, ensure_ascii=False)
+    out.write("\n]\n")
+
+
+@contextmanager
+def open_output(path: str | None, binary: bool = False) -> Iterator[IO]:
+    """stdout, or a file replaced atomically on success (a reader never sees half a file)."""
+    if path is None:
+        if binary:
+            raise InputError("this subcommand needs --out FILE")
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+        try:
+            yield out
+        finally:
+            out.flush()
+            out.detach()
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        if binary:
+            with open(fd, "wb") as out:
+                yield out
+        else:
+            with open(fd, "w", encoding="utf-8", newline="") as out:
+                yield out
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render_chart(rows: list[CountRow], day: date, device_id: str | None, out: IO) -> None:
+    """A PNG bar chart: age groups on the x axis, female and male bars side by side."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError(
+            "chart needs matplotlib, the optional 'chart' extra: pip install 'kiosk[chart]'"
+        ) from None
+    counts = {(r.age_group, r.gender): r.visitors for r in rows}
+    checks = {r.age_group: r.visitors for r in rows if r.gender is None}
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    ax = fig.subplots()
+    x = range(len(AGE_GROUPS))
+    width = 0.4
+    for k, (gender, colour) in enumerate(zip(GENDERS, ("#c2185b", "#1565c0"), strict=True)):
+        values = [counts[(age, gender)] for age in AGE_GROUPS]
+        bars = ax.bar([i + (k - 0.5) * width for i in x], values, width, label=gender, color=colour)
+        ax.bar_label(bars, fontsize=8)
+    ax.set_xticks(list(x), AGE_GROUPS)
+    ax.set_xlabel("age group (years)")
+    ax.set_ylabel("visitors")
+    where = f" · {device_id}" if device_id else ""
+    ax.set_title(f"Visitors on {day.isoformat()}{where}")
+    notes = ", ".join(f"{label.replace('_', ' ')}s: {n}" for label, n in checks.items())
+    fig.text(0.01, 0.01, notes, fontsize=8, color="#555555")
+    ax.legend()
+    ax.margins(y=0.15)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(out, format="png")
+
+
+# ---- command line ----------------------------------------------------------------------
+
+
+def parse_day(text: str) -> date:
+    if not _DATE_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"bad date {text!r}: expected YYYY-MM-DD")
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad date {text!r}: {exc}") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of days >= 1, got {text!r}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    src = common.add_argument_group("data source")
+    src.add_argument("--config", metavar="PATH", help="the daemon's config (database, tz, device)")
+    src.add_argument("--db", metavar="URL", help="database URL or SQLite file (needs --tz)")
+    src.add_argument("--tz", metavar="ZONE", help="IANA timezone of the store, e.g. Europe/Berlin")
+    dev = src.add_mutually_exclusive_group()
+    dev.add_argument("--device", metavar="ID", help="only this device (default: config's)")
+    dev.add_argument("--all-devices", action="store_true", help="every device in the database")
+    common.add_argument(
+        "--out", metavar="FILE", help="output file (default stdout); {date} is replaced"
+    )
+    fmt = argparse.ArgumentParser(add_help=False)
+    fmt.add_argument("--format", choices=("csv", "json"), default="csv")
+    by = argparse.ArgumentParser(add_help=False)
+    by.add_argument("--by", choices=("day", "hour"), default="day", help="rows per local hour")
+
+    p = argparse.ArgumentParser(prog="kiosk-report", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = sub.add_parser("daily", parents=[common, fmt, by], help="one day (default yesterday)")
+    d.add_argument("--date", type=parse_day, help="YYYY-MM-DD, local (default: yesterday)")
+    r = sub.add_parser("range", parents=[common, fmt, by], help="every day from..to, inclusive")
+    r.add_argument("--from", dest="first", type=parse_day, required=True, metavar="DATE")
+    r.add_argument("--to", dest="last", type=parse_day, required=True, metavar="DATE")
+    e = sub.add_parser("export", parents=[common, fmt], help="one row per visit (for BI tools)")
+    e.add_argument("--from", dest="first", type=parse_day, required=True, metavar="DATE")
+    e.add_argument("--to", dest="last", type=parse_day, required=True, metavar="DATE")
+    e.add_argument("--temperature", action="store_true", help="add temperature_c (health data)")
+    c = sub.add_parser("chart", parents=[common], help="PNG bar chart of a day (matplotlib)")
+    c.add_argument("--date", type=parse_day, help="YYYY-MM-DD, local (default: yesterday)")
+    g = sub.add_parser("purge", parents=[common], help="delete old visits and checks")
+    g.add_argument(
+        "--older-than",
+        type=positive_int,
+        metavar="DAYS",
+        help="keep today and this many full days (default: config store.retention_days)",
+    )
+    return p
+
+
+def resolve_source(args: argparse.Namespace) -> Source:
+    cfg = None
+    if args.config:
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            raise InputError(f"config {exc}") from None
+    url = args.db or (cfg.database_url if cfg else None)
+    if not url:
+        raise InputError("give --config PATH or --db URL")
+    if "://" not in url:
+        url = f"sqlite:///{Path(url).resolve()}"
+    zone = args.tz or (cfg.timezone if cfg else None)
+    if not zone:
+        raise InputError("--db needs --tz ZONE, the store's timezone (e.g. Europe/Berlin)")
+    try:
+        tz = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(
+            f"unknown timezone {zone!r} (use an IANA name like Europe/Berlin)"
+        ) from None
+    device = None if args.all_devices else (args.device or (cfg.device_id if cfg else None))
+    return Source(url, tz, device, cfg.store.retention_days if cfg else None)
+
+
+def open_store(url: str, read_only: bool = True) -> Store:
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise InputError(f"database not found: {path}")
+    try:
+        return Store(url, read_only=read_only)
+    except (ArgumentError, NoSuchModuleError):
+        raise InputError(f"not a usable database URL: {url!r}") from None
+
+
+def yesterday(tz: ZoneInfo) -> date:
+    return datetime.now(tz).date() - timedelta(days=1)
+
+
+def out_path(template: str | None, first: date, last: date) -> str | None:
+    """--out with {date} replaced: the day, or FIRST_LAST for a range."""
+    if template is None:
+        return None
+    when = first.isoformat() if first == last else f"{first.isoformat()}_{last.isoformat()}"
+    return template.replace("{date}", when)
+
+
+def run(args: argparse.Namespace) -> int:
+    source = resolve_source(args)
+    if args.command == "purge":
+        days = args.older_than or source.retention_days
+        if days is None:
+            raise InputError(
+                "purge needs --older-than DAYS (or --config with store.retention_days)"
+            )
+        store = open_store(source.url, read_only=False)
+        try:
+            visits, checks = apply_retention(store, days, source.tz)
+        finally:
+            store.close()
+        cutoff = retention_cutoff(days, source.tz).astimezone(source.tz)
+        print(f"purged {visits} visits and {checks} checks before {cutoff.isoformat()}")
+        return EXIT_OK
+
+    store = open_store(source.url)
+    try:
+        if args.command in ("daily", "chart"):
+            first = last = args.date or yesterday(source.tz)
+        else:
+            first, last = args.first, args.last
+            if first > last:
+                raise InputError(f"--from {first} is after --to {last}")
+        if args.command == "chart":
+            rows = list(count_rows(store, [first], source.tz, "day", source.device_id))
+            with open_output(out_path(args.out, first, first), binary=True) as out:
+                render_chart(rows, first, source.device_id, out)
+            return EXIT_OK
+        if args.command == "export":
+            start, end = (
+                local_midnight(first, source.tz),
+                local_midnight(last + timedelta(1), source.tz),
+            )
+            visits = store.iter_visits(start, end, source.device_id)
+            columns, records = export_records(visits, source.tz, args.temperature)
+        else:
+            rows = count_rows(
+                store, days_between(first, last), source.tz, args.by, source.device_id
+            )
+            columns, records = count_records(rows, args.by)
+        with open_output(out_path(args.out, first, last)) as out:
+            write_table(out, columns, records, args.format)
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its message; 2 for bad arguments
+        return exc.code if isinstance(exc.code, int) else EXIT_INPUT
+    try:
+        return run(args)
+    except InputError as exc:
+        print(f"kiosk-report: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except DatabaseError as exc:
+        why = str(exc.orig) if exc.orig is not None else str(exc)
+        if "no such table" in why:
+            why = "not a kiosk database (no visits table)"
+        print(f"kiosk-report: error: cannot read the database: {why}", file=sys.stderr)
+        return EXIT_INPUT
+    except BrokenPipeError:  # `kiosk-report daily | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
