@@ -125,16 +125,14 @@ class Pipeline:
     def classify(self, track: Track) -> Demographics:
         """Average the class probabilities over the track's best crops."""
         t0 = time.perf_counter()
-        preds = self.classifier.predict([crop for _, crop in track.crops])
-        self.counters.inference_ms.append((time.perf_counter() - t0) * 1000 / max(1, len(preds)))
-        age = np.mean([p.age_probs for p in preds], axis=0)
-        female = float(
-            np.mean([p.gender_prob if p.gender == "female" else 1 - p.gender_prob for p in preds])
-        )
-        best = int(np.argmax(age))
+        age, female = self.classifier.probabilities([crop for _, crop in track.crops])
+        per_face_ms = (time.perf_counter() - t0) * 1000 / max(1, len(female))
+        self.counters.inference_ms.append(per_face_ms)
+        age_mean, female_mean = age.mean(axis=0), float(female.mean())
+        best = int(np.argmax(age_mean))
         return Demographics(
             age_group=AGE_GROUPS[best],
-            age_confidence=float(age[best]),
-            gender="female" if female >= 0.5 else "male",
-            gender_confidence=max(female, 1 - female),
+            age_confidence=float(age_mean[best]),
+            gender="female" if female_mean >= 0.5 else "male",
+            gender_confidence=max(female_mean, 1 - female_mean),
         )
