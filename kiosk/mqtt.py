@@ -270,6 +270,18 @@ def _check_files(cfg: MqttConfig) -> None:
         raise ConfigError("mqtt.key_file", "needs mqtt.cert_file")
 
 
+class _PahoNoise(logging.Filter):
+    """paho 2.2 logs "Client is not connected" at ERROR on every reconnect attempt while the
+    broker is away; the publisher already reports that clearly (and rate-limited)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_paho_log = logging.getLogger("kiosk.mqtt.paho")
+_paho_log.addFilter(_PahoNoise())
+
+
 def make_client(
     cfg: MqttConfig, client_id: str, password: str | None, *, will_topic: str | None = None
 ) -> mqtt.Client:
@@ -280,7 +292,7 @@ def make_client(
         clean_session=True,
         protocol=mqtt.MQTTv311,
     )
-    client.enable_logger(logging.getLogger("kiosk.mqtt.paho"))
+    client.enable_logger(_paho_log)
     client.suppress_exceptions = True  # a bug in a callback must not kill the network thread
     if cfg.username:
         client.username_pw_set(cfg.username, password)
@@ -413,7 +425,6 @@ class Publisher:
                 info.wait_for_publish(STOP_FLUSH_S)
             except (RuntimeError, ValueError) as exc:
                 log.debug("mqtt: offline not confirmed: %s", exc)
-        client.disable_logger()  # paho logs a spurious error when its loop sees the close
         client.disconnect()
         client.loop_stop()
         self._thread = None

@@ -1,0 +1,167 @@
+"""Durability against a real mosquitto: broker outages, kill -9, restarts with a backlog."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from kiosk.counters import Counters
+from kiosk.mqtt import Publisher
+from kiosk.store import Store
+from tests.broker import Broker, Subscriber, free_port, needs_mosquitto, wait_until
+from tests.test_mqtt import DEV, fast_cfg, make_visit
+
+pytestmark = needs_mosquitto
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = Path(__file__).with_name("mqtt_child.py")
+EVER = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+
+
+def db_ids(store: Store, device: str = DEV) -> set[str]:
+    return {v.id for v in store.visits(*EVER, device_id=device)}
+
+
+def received_ids(sub: Subscriber, device: str = DEV) -> set[str]:
+    return {json.loads(m.payload)["id"] for m in sub.on(f"kiosk/{device}/visit")}
+
+
+class Child:
+    """tests/mqtt_child.py in its own process; its output lines collected by a thread."""
+
+    def __init__(self, db: str, port: int, device: str, visits: int = 0) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+        cmd = [sys.executable, str(CHILD), "--db", db, "--port", str(port), "--device", device]
+        self.proc = subprocess.Popen(
+            [*cmd, "--visits", str(visits)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_line(self, text: str, timeout: float = 15.0) -> bool:
+        return wait_until(lambda: any(text in line for line in self.lines), timeout)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(5)
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def children():
+    started: list[Child] = []
+    yield started
+    for c in started:
+        if c.proc.poll() is None:
+            c.kill9()
+
+
+def test_broker_down_10s_while_visits_are_stored_every_visit_arrives(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'kiosk.db'}")
+    broker = Broker(tmp_path, persistence=True).start()
+    # A persistent session, so that what is published while the watcher reconnects is kept.
+    sub = Subscriber(broker.port, ["kiosk/#"], client_id="outage-watch", clean_session=False)
+    sub.start()
+    pub = Publisher(
+        fast_cfg(broker.port, reconnect_min_s=0.2, reconnect_max_s=1.0),
+        DEV,
+        store,
+        ZoneInfo("UTC"),
+        Counters(),
+    )
+    pub.start()
+    stop_storing = threading.Event()
+
+    def store_visits() -> None:
+        while not stop_storing.is_set():
+            store.add_visit(make_visit(), outbox=True)
+            pub.wake()
+            time.sleep(0.1)
+
+    storer = threading.Thread(target=store_visits, daemon=True)
+    try:
+        assert wait_until(lambda: pub.connected, 5)
+        storer.start()
+        assert sub.wait_for(lambda s: len(received_ids(s)) >= 5, 5)
+        broker.stop()
+        down_at = time.monotonic()
+        assert wait_until(lambda: not pub.connected, 3)
+        before = store.outbox_depth()
+        time.sleep(max(0.0, 10.5 - (time.monotonic() - down_at)))
+        assert store.outbox_depth() > before + 40  # visits kept being stored meanwhile
+        assert not pub.connected
+        broker.start()
+        time.sleep(1.5)  # and while it reconnects
+        stop_storing.set()
+        storer.join(5)
+        expected = db_ids(store)
+        assert len(expected) > 80
+        assert sub.wait_for(lambda s: received_ids(s) == expected, 10), (
+            f"{len(expected - received_ids(sub))} of {len(expected)} visits never arrived"
+        )
+        assert wait_until(lambda: store.outbox_depth() == 0, 5)
+        assert pub.connects >= 2
+    finally:
+        stop_storing.set()
+        pub.stop(timeout=2)
+        sub.stop()
+        broker.stop()
+        store.close()
+
+
+def test_daemon_killed_while_broker_down_backlog_sent_after_restart(tmp_path, children):
+    db = f"sqlite:///{tmp_path / 'kiosk.db'}"
+    port = free_port()  # no broker yet
+    first = Child(db, port, DEV, visits=6)
+    children.append(first)
+    assert first.wait_line("idle"), first.output()
+    assert first.wait_line("disconnected"), first.output()
+    first.kill9()
+    assert "cannot connect to broker" in first.output()
+    store = Store(db)
+    try:
+        expected = db_ids(store)
+        assert len(expected) == 6 and store.outbox_depth() == 6
+        with Broker(tmp_path, port=port) as broker, Subscriber(broker.port, ["kiosk/#"]) as sub:
+            second = Child(db, port, DEV)
+            children.append(second)
+            assert sub.wait_for(lambda s: received_ids(s) == expected, 10), second.output()
+            assert wait_until(lambda: store.outbox_depth() == 0, 5)
+            second.kill9()
+    finally:
+        store.close()
+
+
+def test_lwt_offline_after_kill9(tmp_path, children):
+    db = f"sqlite:///{tmp_path / 'kiosk.db'}"
+    status = f"kiosk/{DEV}/status"
+    with Broker(tmp_path) as broker, Subscriber(broker.port, [status]) as sub:
+        child = Child(db, broker.port, DEV, visits=1)
+        children.append(child)
+        assert sub.wait_for(lambda s: s.payloads(status) == ["online"], 15), child.output()
+        child.kill9()
+        assert sub.wait_for(lambda s: s.payloads(status) == ["online", "offline"], 5), (
+            broker.log_text()
+        )
+        with Subscriber(broker.port, [status]) as late:
+            assert late.wait_for(lambda s: s.payloads(status) == ["offline"], 3)
+            assert late.on(status)[0].retain
