@@ -1,0 +1,1 @@
+"""Radiometric thermal cameras and the face temperature measurement."""

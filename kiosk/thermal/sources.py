@@ -1,0 +1,382 @@
+"""Radiometric thermal sources: each reads on its own thread and hands out the latest frame.
+
+Every source has the visible camera's stall/reconnect behaviour: a supervisor thread opens the
+device, starts a reader for that connection, and when the reader ends with an error or no frame
+arrives for `stall_timeout_s`, closes the device and reopens it after a capped exponential
+backoff. A reader stuck in a blocking driver call is abandoned (its frames are ignored) rather
+than waited for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kiosk.thermal.convert import (
+    as_uint16_image,
+    lepton_to_celsius,
+    p2pro_to_celsius,
+    rotate,
+)
+from kiosk.thermal.frame import ThermalFrame
+
+log = logging.getLogger(__name__)
+
+LEPTON_WIDTH, LEPTON_HEIGHT = 160, 120
+MLX90640_WIDTH, MLX90640_HEIGHT = 32, 24
+
+
+class ThermalSourceError(Exception):
+    """A source cannot be opened (missing device, driver or file); retried with backoff."""
+
+
+class EndOfStream(Exception):
+    """A finite replay has no more frames; not an error, so it is not reopened."""
+
+
+class ThermalSource:
+    """Base: the reader/supervisor threads, rotation, timestamps and the latest frame."""
+
+    name = "thermal"
+
+    def __init__(
+        self,
+        rotate_quarters: int = 0,
+        stall_timeout_s: float = 5.0,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+    ) -> None:
+        self.rotate_quarters = rotate_quarters
+        self.stall_timeout_s = stall_timeout_s
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.reconnects = 0
+        self.frames_read = 0
+        self.ended = False
+        self._latest: ThermalFrame | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._generation = 0
+        self._last_frame_mono = 0.0
+        self._supervisor: threading.Thread | None = None
+
+    # Device-specific parts -------------------------------------------------------------------
+
+    def _open(self) -> Any:
+        """Open the device and return a handle; raise ThermalSourceError when it cannot."""
+        raise NotImplementedError
+
+    def _read(self, handle: Any) -> np.ndarray:
+        """Block for the next frame in C (sensor orientation); raise on failure or the end."""
+        raise NotImplementedError
+
+    def _close(self, handle: Any) -> None:
+        """Release the device; may be called while a read is blocked on another thread."""
+
+    # Public ----------------------------------------------------------------------------------
+
+    def start(self) -> ThermalSource:
+        self._supervisor = threading.Thread(target=self._supervise, name=self.name, daemon=True)
+        self._supervisor.start()
+        return self
+
+    def latest(self) -> ThermalFrame | None:
+        with self._lock:
+            return self._latest
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout_s)
+
+    def __enter__(self) -> ThermalSource:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # Threads ---------------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        delay = self.reconnect_initial_s
+        while not self._stop.is_set():
+            try:
+                handle = self._open()
+            except Exception as exc:
+                log.warning("%s: cannot open (%s); retrying in %.1f s", self.name, exc, delay)
+                self.reconnects += 1
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.reconnect_max_s)
+                continue
+            self._generation += 1
+            generation = self._generation
+            self._last_frame_mono = time.monotonic()
+            done = threading.Event()
+            frames_before = self.frames_read
+            reader = threading.Thread(
+                target=self._read_loop,
+                args=(handle, generation, done),
+                name=f"{self.name}-reader",
+                daemon=True,
+            )
+            reader.start()
+            why = self._watch(done)
+            self._generation += 1  # frames from the old reader are ignored from here on
+            self._safe_close(handle)
+            if why == "stop" or self.ended:
+                return
+            if self.frames_read > frames_before:
+                delay = self.reconnect_initial_s
+            self.reconnects += 1
+            log.warning("%s: %s; reopening in %.1f s", self.name, why, delay)
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.reconnect_max_s)
+
+    def _watch(self, done: threading.Event) -> str:
+        poll = min(0.1, self.stall_timeout_s / 4)
+        while True:
+            if self._stop.wait(poll):
+                return "stop"
+            if done.is_set():
+                return "ended" if self.ended else "read failed"
+            if time.monotonic() - self._last_frame_mono > self.stall_timeout_s:
+                return f"stalled (no frame for {self.stall_timeout_s:.1f} s)"
+
+    def _read_loop(self, handle: Any, generation: int, done: threading.Event) -> None:
+        try:
+            while not self._stop.is_set() and generation == self._generation:
+                celsius = self._read(handle)
+                if generation != self._generation:
+                    return
+                self._publish(celsius)
+        except EndOfStream:
+            self.ended = True
+        except Exception as exc:
+            if generation == self._generation:
+                log.warning("%s: read failed: %s", self.name, exc)
+        finally:
+            done.set()
+
+    def _publish(self, celsius: np.ndarray) -> None:
+        if isinstance(celsius, np.ndarray) and celsius.ndim == 2:
+            celsius = rotate(celsius, self.rotate_quarters)
+        now = time.monotonic()
+        frame = ThermalFrame(celsius, self.frames_read, now, datetime.now(UTC))
+        with self._lock:
+            self._latest = frame
+            self.frames_read += 1
+            self._last_frame_mono = now
+
+    def _safe_close(self, handle: Any) -> None:
+        try:
+            self._close(handle)
+        except Exception as exc:
+            log.debug("%s: close failed: %s", self.name, exc)
+
+
+def _video_device(device: str) -> int | str:
+    return int(device) if device.isdigit() else device
+
+
+class _UvcSource(ThermalSource):
+    """A UVC thermal camera read through OpenCV with RGB conversion off (raw 16-bit words)."""
+
+    fourcc = "Y16 "
+    width = LEPTON_WIDTH
+    height = LEPTON_HEIGHT
+
+    def __init__(self, device: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.device = device
+
+    def _open(self) -> Any:
+        import cv2
+
+        cap = cv2.VideoCapture(_video_device(self.device), cv2.CAP_V4L2)
+        if not cap.isOpened():
+            cap.release()
+            raise ThermalSourceError(f"cannot open video device {self.device!r}")
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.frame_rows())
+        cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
+        return cap
+
+    def frame_rows(self) -> int:
+        return self.height
+
+    def _read(self, handle: Any) -> np.ndarray:
+        ok, data = handle.read()
+        if not ok or data is None:
+            raise ThermalSourceError("no frame from the device")
+        return self.convert(data)
+
+    def _close(self, handle: Any) -> None:
+        handle.release()
+
+    def convert(self, data: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class LeptonSource(_UvcSource):
+    """FLIR Lepton 3.x on a PureThermal board: UVC Y16, radiometric TLinear."""
+
+    name = "lepton"
+
+    def __init__(self, device: str, resolution_k: float = 0.01, **kw: Any) -> None:
+        super().__init__(device, **kw)
+        self.resolution_k = resolution_k
+
+    def convert(self, data: np.ndarray) -> np.ndarray:
+        return lepton_to_celsius(as_uint16_image(data, self.height, self.width), self.resolution_k)
+
+
+class P2ProSource(_UvcSource):
+    """InfiRay P2 Pro / Topdon TC001: 256x384 YUYV frame, temperatures in the bottom half."""
+
+    name = "p2pro"
+    fourcc = "YUYV"
+    width = 256
+    height = 192
+
+    def frame_rows(self) -> int:
+        return 2 * self.height
+
+    def convert(self, data: np.ndarray) -> np.ndarray:
+        return p2pro_to_celsius(data)
+
+
+class Mlx90640Source(ThermalSource):
+    """Melexis MLX90640 (32x24) over I2C with the optional Adafruit CircuitPython driver."""
+
+    name = "mlx90640"
+    REFRESH_HZ = (0.5, 1, 2, 4, 8, 16, 32, 64)
+
+    def __init__(self, device: str = "", fps: float = 4.0, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.device = device
+        self.fps = fps
+
+    def _open(self) -> Any:
+        try:
+            import adafruit_mlx90640
+            import board
+            import busio
+        except ImportError as exc:
+            raise ThermalSourceError(
+                "thermal.source mlx90640 needs the Adafruit driver: "
+                "pip install 'kiosk[mlx90640]' (adafruit-circuitpython-mlx90640) "
+                f"[{exc}]"
+            ) from exc
+        i2c = busio.I2C(board.SCL, board.SDA, frequency=800_000)
+        sensor = adafruit_mlx90640.MLX90640(i2c)
+        rate = min(self.REFRESH_HZ, key=lambda hz: abs(hz - self.fps))
+        name = "REFRESH_" + (f"{rate:g}".replace(".", "_") + "_HZ")
+        sensor.refresh_rate = getattr(adafruit_mlx90640.RefreshRate, name)
+        return sensor
+
+    def _read(self, handle: Any) -> np.ndarray:
+        values = [0.0] * (MLX90640_WIDTH * MLX90640_HEIGHT)
+        handle.getFrame(values)
+        return np.asarray(values, dtype=np.float32).reshape(MLX90640_HEIGHT, MLX90640_WIDTH)
+
+
+def load_recording(path: Path, resolution_k: float = 0.01) -> np.ndarray:
+    """A recorded sequence as an (N, H, W) float32 C stack.
+
+    .npz: `frames_ck` (Lepton centi-kelvin, the feverscreen recordings) or `frames_c`/`celsius`
+    (C); .npy: one frame or a stack, float = C, integer = Lepton TLinear counts; a folder: its
+    .npy frames in name order.
+    """
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix == ".npy")
+        if not files:
+            raise ThermalSourceError(f"{path}: no .npy frames in the folder")
+        return np.concatenate([load_recording(p, resolution_k) for p in files])
+    if not path.is_file():
+        raise ThermalSourceError(f"{path}: no such recording")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "frames_ck" in z.files:
+                return lepton_to_celsius(z["frames_ck"], 0.01)
+            for key in ("frames_c", "celsius"):
+                if key in z.files:
+                    return _as_stack(z[key].astype(np.float32))
+            raise ThermalSourceError(f"{path}: no frames_ck, frames_c or celsius array")
+    if path.suffix == ".npy":
+        data = np.load(path, allow_pickle=False)
+        if np.issubdtype(data.dtype, np.integer):
+            data = lepton_to_celsius(data, resolution_k)
+        return _as_stack(data.astype(np.float32))
+    raise ThermalSourceError(f"{path}: replay reads .npz, .npy or a folder of .npy frames")
+
+
+def _as_stack(data: np.ndarray) -> np.ndarray:
+    return data[None] if data.ndim == 2 else data
+
+
+class ReplaySource(ThermalSource):
+    """Replays a recording at `fps`, optionally looping; for tests, demos and field debugging."""
+
+    name = "thermal-replay"
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float = 9.0,
+        loop: bool = True,
+        resolution_k: float = 0.01,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        self.path = Path(path)
+        self.fps = fps
+        self.loop = loop
+        self.resolution_k = resolution_k
+
+    def _open(self) -> Any:
+        frames = load_recording(self.path, self.resolution_k)
+        return {"frames": frames, "i": 0, "next": time.monotonic()}
+
+    def _read(self, handle: dict) -> np.ndarray:
+        frames = handle["frames"]
+        if handle["i"] >= len(frames):
+            if not self.loop:
+                raise EndOfStream
+            handle["i"] = 0
+        delay = handle["next"] - time.monotonic()
+        if delay > 0 and self._stop.wait(delay):
+            raise EndOfStream
+        handle["next"] = max(handle["next"], time.monotonic() - 1.0) + 1.0 / self.fps
+        frame = frames[handle["i"]]
+        handle["i"] += 1
+        return frame
+
+
+SourceFactory = Callable[..., ThermalSource]
+
+
+def open_source(cfg: Any) -> ThermalSource:
+    """The source named by a ThermalConfig, started."""
+    common = dict(
+        rotate_quarters=cfg.rotate,
+        stall_timeout_s=cfg.stall_timeout_s,
+        reconnect_initial_s=cfg.reconnect_initial_s,
+        reconnect_max_s=cfg.reconnect_max_s,
+    )
+    if cfg.source == "lepton":
+        src: ThermalSource = LeptonSource(cfg.device or "0", cfg.lepton_resolution_k, **common)
+    elif cfg.source == "p2pro":
+        src = P2ProSource(cfg.device or "0", **common)
+    elif cfg.source == "mlx90640":
+        src = Mlx90640Source(cfg.device, cfg.fps, **common)
+    else:
+        src = ReplaySource(cfg.device, cfg.fps, cfg.loop, cfg.lepton_resolution_k, **common)
+    return src.start()
