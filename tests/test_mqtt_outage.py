@@ -19,6 +19,7 @@ from kiosk.counters import Counters
 from kiosk.mqtt import Publisher
 from kiosk.store import Store
 from tests.broker import Broker, Subscriber, free_port, needs_mosquitto, wait_until
+from tests.kioskd import run_kioskd, start_kioskd, stored_visits, write_config
 from tests.test_mqtt import DEV, fast_cfg, make_visit
 
 pytestmark = needs_mosquitto
@@ -159,6 +160,59 @@ def test_lwt_offline_after_kill9(tmp_path, children):
         children.append(child)
         assert sub.wait_for(lambda s: s.payloads(status) == ["online"], 15), child.output()
         child.kill9()
+        assert sub.wait_for(lambda s: s.payloads(status) == ["online", "offline"], 5), (
+            broker.log_text()
+        )
+        with Subscriber(broker.port, [status]) as late:
+            assert late.wait_for(lambda s: s.payloads(status) == ["offline"], 3)
+            assert late.on(status)[0].retain
+
+
+# -- the real daemon ----------------------------------------------------------------------
+
+
+def kioskd_config(tmp_path: Path, port: int, **camera):
+    mqtt = {"enabled": True, "port": port, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0}
+    return write_config(tmp_path, mqtt=mqtt, camera={"source": "demo", "realtime": False, **camera})
+
+
+def test_kioskd_killed_while_broker_down_backlog_sent_after_restart(tmp_path):
+    port = free_port()  # no broker yet
+    cfg = kioskd_config(tmp_path, port)
+    proc = start_kioskd(cfg)
+    try:
+        assert wait_until(lambda: len(stored_visits(tmp_path)) >= 2, 40), "no visits stored"
+    finally:
+        proc.kill()  # SIGKILL: no clean shutdown
+        out = proc.communicate(timeout=10)[0]
+    assert "cannot connect to broker" in out, out
+    first = {v.id for v in stored_visits(tmp_path)}
+    with Broker(tmp_path, port=port) as broker, Subscriber(port, ["kiosk/#"]) as sub:
+        r = run_kioskd(cfg, "--duration", "4")
+        assert r.returncode == 0, r.stderr
+        assert sub.wait_for(lambda s: first <= received_ids(s, "test-kiosk"), 5), r.stderr
+        # Everything stored by either run was delivered, and the outbox is empty.
+        assert sub.wait_for(
+            lambda s: received_ids(s, "test-kiosk") == {v.id for v in stored_visits(tmp_path)}, 3
+        )
+        store = Store(f"sqlite:///{tmp_path / 'state' / 'kiosk.db'}", read_only=True)
+        try:
+            assert store.outbox_depth() == 0
+        finally:
+            store.close()
+        assert sub.payloads("kiosk/test-kiosk/status")[-1] == "offline"  # clean stop
+        assert "published" in r.stderr and broker.running
+
+
+def test_lwt_offline_after_kill9_of_kioskd(tmp_path):
+    status = "kiosk/test-kiosk/status"
+    with Broker(tmp_path) as broker, Subscriber(broker.port, [status]) as sub:
+        proc = start_kioskd(kioskd_config(tmp_path, broker.port, realtime=True, loop=True))
+        try:
+            assert sub.wait_for(lambda s: s.payloads(status) == ["online"], 30)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=10)
         assert sub.wait_for(lambda s: s.payloads(status) == ["online", "offline"], 5), (
             broker.log_text()
         )
