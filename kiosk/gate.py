@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
 
+import numpy as np
+
+from kiosk.counters import Counters
 from kiosk.detect import Box
 from kiosk.frames import Frame
+from kiosk.thermal.measure import (
+    FaceThermometer,
+    MeasureSettings,
+    Prepared,
+    Reading,
+    ReferenceTracker,
+    aggregate,
+)
+from kiosk.thermal.register import map_box
+from kiosk.thermal.sources import ThermalSource, open_source
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +66,308 @@ class OffGate:
 
     def close(self) -> None:
         return None
+
+
+def verdict(temperature_c: float | None, threshold_c: float, unmeasured_passes: bool) -> GateResult:
+    """pass below the threshold, fail at or above it, unmeasured without a valid reading."""
+    if temperature_c is None:
+        return GateResult("unmeasured", None, record=unmeasured_passes)
+    if temperature_c >= threshold_c:
+        return GateResult("fail", temperature_c, record=False)
+    return GateResult("pass", temperature_c, record=True)
+
+
+class ThermalGate:
+    """Measures each tracked face in the latest thermal frame and judges the visit's median.
+
+    With a homography the visible face box is mapped into thermal pixels; without one
+    (single_person mode) the largest warm head-sized blob is the tracked visitor. Each thermal
+    frame is checked, smoothed and used to update the reference once, however many visible
+    frames or faces see it. Bad or missing thermal frames count in `thermal_rejected`.
+    """
+
+    def __init__(
+        self,
+        source: ThermalSource,
+        thermometer: FaceThermometer,
+        counters: Counters,
+        threshold_c: float = 37.5,
+        unmeasured_passes: bool = False,
+        homography: np.ndarray | None = None,
+        best_readings: int = 5,
+        max_age_s: float = 1.0,
+    ) -> None:
+        self.source = source
+        self.thermometer = thermometer
+        self.counters = counters
+        self.threshold_c = threshold_c
+        self.unmeasured_passes = unmeasured_passes
+        self.homography = homography
+        self.best_readings = best_readings
+        self.max_age_s = max_age_s
+        self._readings: dict[int, dict[int, Reading]] = {}
+        self._prepared_index = -1
+        self._prepared: Prepared | Reading | None = None
+        self._single: Reading | None = None
+
+    def observe(self, track_id: int, box: Box, frame: Frame) -> None:
+        self.counters.thermal_reconnects = self.source.reconnects
+        thermal = self.source.latest()
+        # Freshness by the clock the thermal reader stamps with (a replayed visible file may
+        # carry its own timeline in frame.t_mono).
+        if thermal is None or time.monotonic() - thermal.t_mono > self.max_age_s:
+            self.counters.thermal_rejected += 1
+            return
+        if thermal.index != self._prepared_index:
+            self._prepared_index = thermal.index
+            self._single = None
+            self._prepared = self.thermometer.prepare(thermal.celsius, thermal.t_mono)
+            if isinstance(self._prepared, Reading):
+                self.counters.thermal_rejected += 1
+                log.debug("thermal frame %d rejected: %s", thermal.index, self._prepared.reason)
+        prepared = self._prepared
+        if not isinstance(prepared, Prepared):
+            return
+        per_track = self._readings.setdefault(track_id, {})
+        if thermal.index in per_track:
+            return
+        if self.homography is None:
+            if self._single is None:
+                self._single = self.thermometer.read(prepared, None)
+            reading = self._single
+        else:
+            h, w = prepared.corrected.shape
+            tbox = map_box(self.homography, box, w, h)
+            if tbox is None:
+                return
+            reading = self.thermometer.read(prepared, tbox)
+        per_track[thermal.index] = reading
+
+    def decide(self, track_id: int, started_mono: float, ended_mono: float) -> GateResult:
+        readings = list(self._readings.pop(track_id, {}).values())
+        temperature, _spread = aggregate(readings, self.best_readings)
+        return verdict(temperature, self.threshold_c, self.unmeasured_passes)
+
+    def forget(self, track_id: int) -> None:
+        self._readings.pop(track_id, None)
+
+    def close(self) -> None:
+        self.source.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A pass/fail from an external kiosk, at a monotonic time."""
+
+    t_mono: float
+    status: str
+    temperature_c: float | None
+
+
+def parse_decision(body: bytes, now_mono: float, now_wall: datetime) -> Decision:
+    """A decision from `pass`/`fail` text or JSON {"status", "temperature_c"?, "at"?}.
+
+    `at` (ISO 8601, UTC when no zone) dates a decision made earlier than it was delivered.
+    """
+    text = body.decode("utf-8").strip()
+    data: Any = {"status": text}
+    if text.startswith("{"):
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("JSON decision must be an object")
+    status = str(data.get("status", "")).strip().lower()
+    if status not in ("pass", "fail"):
+        raise ValueError(f"status must be pass or fail, got {status!r}")
+    temperature = data.get("temperature_c")
+    if temperature is not None:
+        temperature = float(temperature)
+        if not np.isfinite(temperature):
+            raise ValueError("temperature_c must be a finite number")
+    t_mono = now_mono
+    if data.get("at"):
+        at = datetime.fromisoformat(str(data["at"]).replace("Z", "+00:00"))
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        t_mono = now_mono - (now_wall - at).total_seconds()
+    return Decision(t_mono, status, temperature)
+
+
+class ExternalGate:
+    """An existing kiosk decides; its pass/fail reaches us over local HTTP and/or MQTT.
+
+    A decision belongs to the visit it is closest to in time, within `match_window_s` of the
+    visit's span; each decision is used once. No decision means unmeasured.
+    """
+
+    KEEP_S = 600.0
+
+    def __init__(
+        self,
+        counters: Counters,
+        match_window_s: float = 5.0,
+        unmeasured_passes: bool = False,
+    ) -> None:
+        self.counters = counters
+        self.match_window_s = match_window_s
+        self.unmeasured_passes = unmeasured_passes
+        self.rejected = 0
+        self._decisions: deque[Decision] = deque()
+        self._lock = threading.Lock()
+        self._http: ThreadingHTTPServer | None = None
+        self._mqtt: Any = None
+
+    def submit(self, body: bytes) -> Decision:
+        """Record one decision (raises ValueError for a malformed one)."""
+        try:
+            decision = parse_decision(body, time.monotonic(), datetime.now(UTC))
+        except (ValueError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self.rejected += 1
+            raise ValueError(str(exc)) from exc
+        with self._lock:
+            self._decisions.append(decision)
+            while self._decisions and self._decisions[0].t_mono < decision.t_mono - self.KEEP_S:
+                self._decisions.popleft()
+        return decision
+
+    def observe(self, track_id: int, box: Box, frame: Frame) -> None:
+        return None
+
+    def decide(self, track_id: int, started_mono: float, ended_mono: float) -> GateResult:
+        lo, hi = started_mono - self.match_window_s, ended_mono + self.match_window_s
+        with self._lock:
+            inside = [d for d in self._decisions if lo <= d.t_mono <= hi]
+            if not inside:
+                return verdict(None, 0.0, self.unmeasured_passes)
+
+            def distance(d: Decision) -> float:
+                return max(0.0, started_mono - d.t_mono, d.t_mono - ended_mono)
+
+            best = min(inside, key=distance)
+            self._decisions.remove(best)
+        if best.status == "fail":
+            return GateResult("fail", best.temperature_c, record=False)
+        return GateResult("pass", best.temperature_c, record=True)
+
+    def forget(self, track_id: int) -> None:
+        return None
+
+    def serve_http(self, host: str, port: int) -> int:
+        """Accept decisions as POSTs on host:port (0 picks a free port); returns the port."""
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > 4096:
+                    self._reply(413, {"error": "body too large"})
+                    return
+                try:
+                    decision = gate.submit(self.rfile.read(length))
+                except ValueError as exc:
+                    self._reply(400, {"error": str(exc)})
+                    return
+                self._reply(202, {"status": decision.status})
+
+            def _reply(self, code: int, payload: dict) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                log.debug("external gate http: " + fmt, *args)
+
+        self._http = ThreadingHTTPServer((host, port), Handler)
+        self._http.daemon_threads = True
+        threading.Thread(target=self._http.serve_forever, name="gate-http", daemon=True).start()
+        return int(self._http.server_address[1])
+
+    def subscribe_mqtt(self, topic: str, mqtt_cfg: Any) -> None:
+        """Take decisions published on `topic` at the broker of the `mqtt` config section."""
+        import paho.mqtt.client as mqtt
+
+        from kiosk.config import read_secret
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="")
+        if mqtt_cfg.username:
+            password = read_secret(
+                mqtt_cfg.password_env,
+                mqtt_cfg.password_file,
+                "mqtt_password",
+                "mqtt.password_file",
+            )
+            client.username_pw_set(mqtt_cfg.username, password)
+        if mqtt_cfg.tls:
+            client.tls_set(
+                ca_certs=mqtt_cfg.ca_file or None,
+                certfile=mqtt_cfg.cert_file or None,
+                keyfile=mqtt_cfg.key_file or None,
+            )
+            client.tls_insecure_set(mqtt_cfg.tls_insecure)
+
+        def on_connect(client, userdata, flags, reason_code, properties) -> None:
+            if not reason_code.is_failure:
+                client.subscribe(topic, qos=1)
+
+        def on_message(client, userdata, message) -> None:
+            try:
+                self.submit(message.payload)
+            except ValueError as exc:
+                log.warning("external gate: bad decision on %s: %s", message.topic, exc)
+
+        client.on_connect = on_connect
+        client.on_message = on_message
+        client.reconnect_delay_set(1, 30)
+        client.connect_async(mqtt_cfg.host, mqtt_cfg.port, mqtt_cfg.keepalive_s)
+        client.loop_start()
+        self._mqtt = client
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        if self._mqtt is not None:
+            self._mqtt.loop_stop()
+            self._mqtt.disconnect()
+
+
+def build_gate(
+    gate_cfg: Any,
+    thermal_cfg: Any,
+    counters: Counters,
+    mqtt_cfg: Any = None,
+    source: ThermalSource | None = None,
+) -> Gate:
+    """The gate named by `gate.mode`, started (thermal source or decision listeners)."""
+    if gate_cfg.mode == "thermal":
+        thermometer = FaceThermometer(
+            MeasureSettings.from_config(thermal_cfg),
+            ReferenceTracker(
+                thermal_cfg.reference, thermal_cfg.reference_c, thermal_cfg.reference_smoothing
+            ),
+        )
+        homography = (
+            np.asarray(thermal_cfg.homography, np.float64) if thermal_cfg.homography else None
+        )
+        return ThermalGate(
+            source or open_source(thermal_cfg),
+            thermometer,
+            counters,
+            threshold_c=gate_cfg.threshold_c,
+            unmeasured_passes=gate_cfg.unmeasured_passes,
+            homography=homography,
+            best_readings=thermal_cfg.best_readings,
+            max_age_s=max(1.0, 2.0 / thermal_cfg.fps),
+        )
+    if gate_cfg.mode == "external":
+        gate = ExternalGate(counters, gate_cfg.match_window_s, gate_cfg.unmeasured_passes)
+        if gate_cfg.http_port:
+            gate.serve_http(gate_cfg.http_host, gate_cfg.http_port)
+        if gate_cfg.mqtt_topic:
+            if mqtt_cfg is None:
+                raise ValueError("gate.mqtt_topic needs the mqtt section for the broker")
+            gate.subscribe_mqtt(gate_cfg.mqtt_topic, mqtt_cfg)
+        return gate
+    return OffGate()

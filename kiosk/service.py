@@ -19,7 +19,7 @@ from kiosk.counters import Counters
 from kiosk.detect import Box, FaceDetector
 from kiosk.focus import FocusedDetector
 from kiosk.frames import CameraSource
-from kiosk.gate import Gate, OffGate
+from kiosk.gate import Gate, build_gate
 from kiosk.motion import MotionDetector
 from kiosk.mqtt import Publisher
 from kiosk.notify import Notifier
@@ -81,7 +81,7 @@ class Daemon:
         self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.store, cfg.tz, self.counters)
 
     def _build_gate(self) -> Gate:
-        return OffGate()
+        return build_gate(self.cfg.gate, self.cfg.thermal, self.counters, self.cfg.mqtt)
 
     def record_visit(self, visit: Visit) -> None:
         try:

@@ -1,0 +1,212 @@
+"""Gate decisions: threshold, thermal replay of real recordings, bad frames, external kiosk."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+
+from kiosk.config import GateConfig, MqttConfig, ThermalConfig
+from kiosk.counters import Counters
+from kiosk.detect import Box
+from kiosk.frames import Frame
+from kiosk.gate import ExternalGate, OffGate, ThermalGate, build_gate, verdict
+from tests.broker import Broker, needs_mosquitto, wait_until
+
+FEVER = "thermal/feverscreen_lepton35"
+BOX = Box(200, 100, 180, 180)
+IMAGE = np.zeros((480, 640, 3), np.uint8)
+
+
+@pytest.mark.parametrize(
+    "temperature, status, record",
+    [
+        (36.6, "pass", True),
+        (37.49, "pass", True),
+        (37.5, "fail", False),
+        (37.51, "fail", False),
+        (39.0, "fail", False),
+        (None, "unmeasured", False),
+    ],
+)
+def test_verdict_at_and_around_threshold(temperature, status, record):
+    result = verdict(temperature, 37.5, unmeasured_passes=False)
+    assert (result.status, result.record, result.temperature_c) == (status, record, temperature)
+
+
+def test_unmeasured_may_pass_by_config():
+    result = verdict(None, 37.5, unmeasured_passes=True)
+    assert result.status == "unmeasured" and result.record and result.temperature_c is None
+    assert OffGate().decide(1, 0.0, 1.0).status == "off"
+
+
+def thermal_gate(device, counters, **thermal) -> ThermalGate:
+    cfg = ThermalConfig(source="replay", device=str(device), fps=30, **thermal)
+    return build_gate(GateConfig(mode="thermal"), cfg, counters)
+
+
+def watch(gate: ThermalGate, seconds: float, track_id: int = 1) -> tuple[float, float]:
+    """Show the gate one tracked face for `seconds`, as the pipeline does, frame by frame."""
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < seconds:
+        gate.observe(track_id, BOX, Frame(IMAGE, i, time.monotonic(), datetime.now(UTC)))
+        i += 1
+        time.sleep(0.02)
+    return start, time.monotonic()
+
+
+def test_thermal_gate_passes_a_normal_visitor_and_fails_a_fever(shared_data):
+    path = shared_data / FEVER / "testr.npz"
+    counters = Counters()
+    gate = thermal_gate(path, counters, rotate=1, reference_c=36.6)
+    try:
+        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
+        result = gate.decide(1, *watch(gate, 3.0))
+    finally:
+        gate.close()
+    assert result.status == "pass" and result.record
+    assert 36.0 <= result.temperature_c < 37.5
+    assert counters.thermal_rejected == 0
+
+    # The same person, read 1.5 C hotter (a fever), must fail and not be recorded.
+    gate = thermal_gate(path, counters, rotate=1, reference_c=36.6, offset_c=1.5)
+    try:
+        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
+        fever = gate.decide(1, *watch(gate, 3.0))
+    finally:
+        gate.close()
+    assert fever.status == "fail" and not fever.record
+    assert fever.temperature_c == pytest.approx(result.temperature_c + 1.5, abs=0.3)
+
+
+def test_empty_scene_is_unmeasured_never_pass(shared_data):
+    counters = Counters()
+    gate = thermal_gate(
+        shared_data / FEVER / "20210326-091927.npz", counters, rotate=1, reference_c=37.0
+    )
+    try:
+        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
+        result = gate.decide(1, *watch(gate, 2.0))
+    finally:
+        gate.close()
+    assert result.status == "unmeasured" and not result.record
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        np.full((4, 120, 160), np.nan, np.float32),
+        np.where(np.eye(120, 160)[None] > 0, np.inf, 34.0).astype(np.float32).repeat(4, 0),
+        np.zeros((4, 120, 160), np.float32),
+        np.full((4, 4, 4), 34.0, np.float32),
+    ],
+    ids=["nan", "inf", "all-zero", "wrong-shape"],
+)
+def test_bad_thermal_frames_are_unmeasured_and_counted(tmp_path, frames):
+    np.save(tmp_path / "bad.npy", frames)
+    counters = Counters()
+    gate = thermal_gate(tmp_path / "bad.npy", counters)
+    try:
+        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
+        result = gate.decide(1, *watch(gate, 0.5))
+    finally:
+        gate.close()
+    assert result.status == "unmeasured" and not result.record
+    assert counters.thermal_rejected >= 2
+
+
+def test_missing_thermal_source_is_unmeasured_and_counted(tmp_path):
+    counters = Counters()
+    gate = thermal_gate(tmp_path / "nothing-here.npz", counters, reconnect_initial_s=0.05)
+    try:
+        result = gate.decide(7, *watch(gate, 0.5, track_id=7))
+    finally:
+        gate.close()
+    assert result.status == "unmeasured" and not result.record
+    assert counters.thermal_rejected > 0 and counters.thermal_reconnects > 0
+
+
+def test_forgotten_track_leaves_nothing(shared_data):
+    counters = Counters()
+    gate = thermal_gate(shared_data / FEVER / "testr.npz", counters, rotate=1, reference_c=36.6)
+    try:
+        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
+        watch(gate, 0.5, track_id=3)
+        gate.forget(3)
+        assert gate.decide(3, 0.0, time.monotonic()).status == "unmeasured"
+    finally:
+        gate.close()
+
+
+def post(port: int, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/decision", body, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_external_gate_over_http_matches_by_time_window():
+    gate = ExternalGate(Counters(), match_window_s=2.0)
+    port = gate.serve_http("127.0.0.1", 0)
+    try:
+        t0 = time.monotonic()
+        assert post(port, b'{"status": "pass", "temperature_c": 36.4}') == (202, {"status": "pass"})
+        assert post(port, b"fail")[0] == 202
+        assert post(port, b'{"status": "maybe"}')[0] == 400
+        assert post(port, b"\xff\xfe")[0] == 400
+        t1 = time.monotonic()
+        first = gate.decide(1, t0, t1)
+        second = gate.decide(2, t0, t1)
+        assert {(first.status, first.record), (second.status, second.record)} == {
+            ("pass", True),
+            ("fail", False),
+        }
+        # Each decision is used once; a visit with none is unmeasured.
+        assert gate.decide(3, t0, t1).status == "unmeasured"
+        # A decision long before the visit does not belong to it.
+        old = (datetime.now(UTC) - timedelta(seconds=60)).isoformat()
+        assert post(port, json.dumps({"status": "pass", "at": old}).encode())[0] == 202
+        later = time.monotonic()
+        assert gate.decide(4, later, later + 1).status == "unmeasured"
+        assert gate.decide(5, later - 61, later - 59).status == "pass"
+    finally:
+        gate.close()
+
+
+@needs_mosquitto
+def test_external_gate_over_mqtt(tmp_path):
+    with Broker(tmp_path) as broker:
+        mqtt_cfg = MqttConfig(host="127.0.0.1", port=broker.port)
+        gate_cfg = GateConfig(mode="external", mqtt_topic="kiosk/screening/decision")
+        gate = build_gate(gate_cfg, ThermalConfig(), Counters(), mqtt_cfg)
+        try:
+            assert wait_until(lambda: gate._mqtt.is_connected(), timeout=5)
+            t0 = time.monotonic()
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            pub.connect("127.0.0.1", broker.port)
+            pub.loop_start()
+            time.sleep(0.3)  # the gate's SUBSCRIBE follows its CONNACK
+            pub.publish(gate_cfg.mqtt_topic, '{"status": "fail", "temperature_c": 38.2}', qos=1)
+            pub.publish(gate_cfg.mqtt_topic, "not json {", qos=1)
+            assert wait_until(lambda: gate.rejected == 1 and len(gate._decisions) == 1, 5)
+            pub.loop_stop()
+            pub.disconnect()
+            result = gate.decide(1, t0, time.monotonic())
+        finally:
+            gate.close()
+    assert (result.status, result.temperature_c, result.record) == ("fail", 38.2, False)
+
+
+def test_build_gate_modes():
+    assert isinstance(build_gate(GateConfig(), ThermalConfig(), Counters()), OffGate)
+    with pytest.raises(ValueError, match="mqtt"):
+        build_gate(GateConfig(mode="external", mqtt_topic="x"), ThermalConfig(), Counters())
