@@ -337,9 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentParser(add_help=False)
     fmt.add_argument("--format", choices=("csv", "json"), default="csv")
     by = argparse.ArgumentParser(add_help=False)
-    by.add_argument("--by", choices=("day", "hour"), default="day", help="rows per local hour")
+    by.add_argument(
+        "--by",
+        choices=("day", "hour"),
+        default="day",
+        help="day, or a block of rows per local hour",
+    )
 
-    p = argparse.ArgumentParser(prog="kiosk-report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="kiosk-report", description=(__doc__ or "").split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("daily", parents=[common, fmt, by], help="one day (default yesterday)")
     d.add_argument("--date", type=parse_day, help="YYYY-MM-DD, local (default: yesterday)")

@@ -153,7 +153,7 @@ def summary(times: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--db", type=Path, default=Path(tempfile.gettempdir()) / "kiosk-bench.db")
     p.add_argument("--visits", type=int, default=1_000_000)
     p.add_argument("--days", type=int, default=365)
