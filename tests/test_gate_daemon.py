@@ -1,0 +1,67 @@
+"""kioskd end to end with the thermal gate: a replayed Lepton kiosk recording beside a video.
+
+The same visitor, the same recording: once as recorded (passes, demographics stored), once
+read 1.5 C hotter through thermal.offset_c (a fever: a fail check, no demographics).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from kiosk.store import Store
+from tests.kioskd import run_kioskd, stored_visits, write_config
+from tools.make_demo import ENTER_S, Appearance, render, write_video
+
+RECORDING = "thermal/feverscreen_lepton35/testr.npz"  # bonefish kiosk, disc calibrated 36.6 C
+
+
+@pytest.fixture(scope="module")
+def visitor_clip(tmp_path_factory):
+    """12 s of one person standing in front of the kiosk."""
+    path = tmp_path_factory.mktemp("clips") / "visitor.mp4"
+    write_video(path, render((Appearance("hopper", -ENTER_S, 60.0, 320, 130),), 12.0))
+    return path
+
+
+def run_with_thermal(tmp_path, clip, recording, **thermal):
+    tmp_path.mkdir()
+    cfg = write_config(
+        tmp_path,
+        camera={"source": str(clip), "realtime": True},
+        gate={"mode": "thermal", "threshold_c": 37.5},
+        thermal={
+            "source": "replay",
+            "device": str(recording),
+            "rotate": 1,
+            "reference": "auto",
+            "reference_c": 36.6,
+            **thermal,
+        },
+    )
+    r = run_kioskd(cfg)
+    assert r.returncode == 0, r.stderr
+    store = Store(f"sqlite:///{tmp_path / 'state' / 'kiosk.db'}", read_only=True)
+    try:
+        checks = store.check_counts(
+            datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+        )
+    finally:
+        store.close()
+    return stored_visits(tmp_path), checks, r.stderr
+
+
+def test_visit_stored_only_when_the_check_passes(tmp_path, shared_data, visitor_clip):
+    recording = shared_data / RECORDING
+    visits, checks, log = run_with_thermal(tmp_path / "normal", visitor_clip, recording)
+    assert len(visits) == 1, log
+    assert visits[0].temperature_status == "pass"
+    assert 36.0 <= visits[0].temperature_c < 37.5
+    assert checks == {}
+
+    visits, checks, log = run_with_thermal(
+        tmp_path / "fever", visitor_clip, recording, offset_c=1.5
+    )
+    assert visits == [], log
+    assert checks == {"fail": 1}
