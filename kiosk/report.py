@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -171,10 +172,8 @@ def apply_retention(
         raise ValueError(f"retention must be at least 1 day, got {days}")
     cutoff = retention_cutoff(days, tz, now)
     visits = checks = 0
-    step = store.oldest_record_at()
-    while step is not None and step < cutoff:
-        step = min(step + timedelta(days=1), cutoff)
-        v, c = store.purge(step)
+    while (oldest := store.oldest_record_at()) is not None and oldest < cutoff:
+        v, c = store.purge(min(oldest + timedelta(days=1), cutoff))  # skips empty stretches
         visits, checks = visits + v, checks + c
     return visits, checks
 
@@ -394,8 +393,15 @@ def resolve_source(args: argparse.Namespace) -> Source:
 
 def open_store(url: str, read_only: bool = True) -> Store:
     path = sqlite_path(url)
-    if path is not None and not path.is_file():
-        raise InputError(f"database not found: {path}")
+    if path is not None:
+        try:
+            mode = path.stat().st_mode
+        except PermissionError:
+            raise InputError(f"{path}: permission denied (run as the kiosk user)") from None
+        except OSError:
+            mode = 0
+        if not stat.S_ISREG(mode):
+            raise InputError(f"database not found: {path}")
     try:
         return Store(url, read_only=read_only)
     except (ArgumentError, NoSuchModuleError):

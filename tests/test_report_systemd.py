@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import shlex
 import shutil
 import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+
+from kiosk.store import Store
+from kiosk.visit import Visit
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "deploy" / "systemd"
@@ -45,3 +53,33 @@ def test_report_service_writes_yesterdays_csv_into_the_state_directory():
     assert "--out /var/lib/kiosk/reports/daily-{date}.csv" in exec_start
     assert "StateDirectory=kiosk\n" in service and "User=kiosk\n" in service
     assert "OnCalendar=" in timer and "Persistent=true" in timer
+
+
+def test_the_units_command_writes_yesterdays_file(tmp_path):
+    """Run the unit's ExecStart line as systemd would (STATE_DIRECTORY set, config from
+    /etc/kiosk), with the installed paths mapped into tmp."""
+    service = (UNITS / "kiosk-report.service").read_text()
+    exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+    state, etc = tmp_path / "var-lib-kiosk", tmp_path / "etc-kiosk"
+    etc.mkdir()
+    (etc / "config.yaml").write_text("device_id: door-a\ntimezone: Pacific/Auckland\n")
+    tz = ZoneInfo("Pacific/Auckland")
+    yesterday = datetime.now(tz).date() - timedelta(days=1)
+    at = datetime.combine(yesterday, datetime.min.time(), tzinfo=tz).replace(hour=12)
+    store = Store(f"sqlite:///{state / 'kiosk.db'}")
+    at = at.astimezone(UTC)
+    store.add_visit(Visit("door-a", at, at, "8-12", 0.7, "female", 0.9, None, "off", 8, "m"))
+    store.close()
+
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv[0] == INSTALLED
+    argv = [sys.executable, "-m", "kiosk.report"] + [
+        a.replace("/etc/kiosk", str(etc)).replace("/var/lib/kiosk", str(state)) for a in argv[1:]
+    ]
+    env = {"PATH": "/usr/bin:/bin", "STATE_DIRECTORY": str(state)}
+    p = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    written = state / "reports" / f"daily-{yesterday.isoformat()}.csv"
+    with written.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["age_group"], r["gender"]): r["visitors"] for r in rows}[("8-12", "female")] == "1"
