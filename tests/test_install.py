@@ -1,0 +1,148 @@
+"""deploy/install.sh --prefix <tmp> --no-systemctl: the layout, a second run changing nothing,
+the config check, and uninstall keeping the data unless --purge."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import site
+import stat
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "deploy" / "install.sh"
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=600, cwd="/"
+    )
+    if check:
+        assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}{proc.stderr}"
+    return proc
+
+
+def install(prefix: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    # Offline: the dependencies this test process already has are all the venv gets.
+    args = ["--prefix", str(prefix), "--no-systemctl", "--python", sys.executable]
+    return run(*args, "--system-site-packages", "--offline", *extra, check=check)
+
+
+def prepare_venv(prefix: Path) -> None:
+    """When pytest itself runs in a virtual environment, --system-site-packages would see the
+    base interpreter only: pre-create the venv (install.sh reuses a working one) and point it
+    at this environment's site-packages too."""
+    if sys.prefix == sys.base_prefix:
+        return
+    venv = prefix / "opt" / "kiosk"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    purelib = sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
+    paths = {*site.getsitepackages(), sysconfig.get_path("purelib")}
+    Path(purelib, "kiosk-test-parent-env.pth").write_text("\n".join(sorted(paths)) + "\n")
+
+
+def snapshot(prefix: Path) -> dict[str, str]:
+    """Every installed path outside the venv's library tree, with a digest of its content."""
+    out: dict[str, str] = {}
+    lib = prefix / "opt" / "kiosk" / "lib"
+    for path in sorted(prefix.rglob("*")):
+        if lib in path.parents or path.is_dir():
+            continue
+        if path.is_symlink():
+            out[str(path.relative_to(prefix))] = "-> " + os.readlink(path)
+        else:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[str(path.relative_to(prefix))] = f"{oct(path.stat().st_mode)} {digest}"
+    return out
+
+
+def test_usage_errors() -> None:
+    assert run("--help").stdout.startswith("usage:")
+    bad = run("--bogus", check=False)
+    assert bad.returncode != 0 and "unknown option: --bogus" in bad.stderr
+    purge = run("--purge", "--prefix", "/nonexistent-kiosk-prefix", check=False)
+    assert purge.returncode != 0 and "--purge only goes with --uninstall" in purge.stderr
+
+
+def test_install_twice_then_uninstall_then_purge(tmp_path: Path) -> None:
+    prefix = tmp_path / "root"
+    prefix.mkdir()
+    prepare_venv(prefix)
+    first = install(prefix)
+    assert "config ok" in first.stdout
+
+    opt, etc = prefix / "opt" / "kiosk", prefix / "etc" / "kiosk"
+    units = prefix / "etc" / "systemd" / "system"
+    for tool in ("kioskd", "kiosk-report"):
+        assert os.access(opt / "bin" / tool, os.X_OK), tool
+    version = subprocess.run(
+        [str(opt / "bin" / "kioskd"), "--version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.startswith("kioskd ")
+    assert (etc / "config.yaml").read_bytes() == (ROOT / "config.example.yaml").read_bytes()
+    cred = etc / "mqtt_password"
+    assert cred.read_bytes() == b"" and stat.S_IMODE(cred.stat().st_mode) == 0o600
+
+    unit_src = ROOT / "deploy" / "systemd"
+    repo_units = sorted(p.name for p in unit_src.iterdir() if p.suffix in (".service", ".timer"))
+    assert sorted(p.name for p in units.glob("kiosk*")) == repo_units
+    service = (units / "kiosk.service").read_text()
+    assert f"ExecStart={opt}/bin/kioskd --config {etc}/config.yaml" in service
+    assert f"LoadCredential=mqtt_password:{etc}/mqtt_password" in service
+    assert (units / "systemd-time-wait-sync.service.d" / "kiosk-bounded-wait.conf").is_file()
+    assert (prefix / "etc" / "sysusers.d" / "kiosk.conf").is_file()
+    if shutil.which("systemd-sysusers"):
+        passwd = (prefix / "etc" / "passwd").read_text()
+        assert any(line.startswith("kiosk:") for line in passwd.splitlines())
+        group = (prefix / "etc" / "group").read_text().splitlines()
+        assert any(g.startswith("video:") and "kiosk" in g.split(":")[3] for g in group)
+    if shutil.which("systemctl"):
+        wants = units / "multi-user.target.wants" / "kiosk.service"
+        assert os.readlink(wants) == "/etc/systemd/system/kiosk.service"
+        if (units / "kiosk-report.timer").exists():
+            assert (units / "timers.target.wants" / "kiosk-report.timer").is_symlink()
+    if shutil.which("systemd-analyze"):  # the installed units point at real executables
+        names = [str(units / n) for n in repo_units]
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", *names], capture_output=True, text=True
+        )
+        assert verify.returncode == 0, verify.stderr
+
+    # A second run with the user's own config in place changes nothing.
+    with (etc / "config.yaml").open("a") as f:
+        f.write("# edited on site\n")
+    before = snapshot(prefix)
+    second = install(prefix)
+    assert "kept the existing" in second.stdout
+    assert snapshot(prefix) == before
+    assert (etc / "config.yaml").read_text().endswith("# edited on site\n")
+
+    # An upgrade that the existing config does not pass stops with EX_CONFIG, config untouched.
+    (etc / "config.yaml").write_text("camera:\n  fsp: 15\n")
+    bad = install(prefix, check=False)
+    assert bad.returncode == 78, bad.stdout + bad.stderr
+    assert "camera.fsp" in bad.stderr
+    assert (etc / "config.yaml").read_text() == "camera:\n  fsp: 15\n"
+
+    # Uninstall keeps config and data ...
+    state = prefix / "var" / "lib" / "kiosk"
+    state.mkdir(parents=True)
+    (state / "kiosk.db").write_bytes(b"visits")
+    run("--prefix", str(prefix), "--no-systemctl", "--uninstall")
+    assert not opt.exists()
+    assert not list(units.glob("kiosk*")) and not list(units.rglob("*.wants/kiosk*"))
+    assert not (units / "systemd-time-wait-sync.service.d").exists()
+    assert (state / "kiosk.db").read_bytes() == b"visits"
+    assert (etc / "config.yaml").exists() and cred.exists()
+
+    # ... unless asked.
+    run("--prefix", str(prefix), "--no-systemctl", "--uninstall", "--purge")
+    assert not state.exists() and not etc.exists()
