@@ -12,16 +12,25 @@ import time
 
 
 class Notifier:
-    def __init__(self, socket_path: str | None = None, watchdog_usec: str | None = None) -> None:
-        path = socket_path if socket_path is not None else os.environ.get("NOTIFY_SOCKET", "")
-        usec = watchdog_usec if watchdog_usec is not None else os.environ.get("WATCHDOG_USEC", "")
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        watchdog_usec: str | None = None,
+        watchdog_pid: str | None = None,
+    ) -> None:
+        env = os.environ
+        path = socket_path if socket_path is not None else env.get("NOTIFY_SOCKET", "")
+        usec = watchdog_usec if watchdog_usec is not None else env.get("WATCHDOG_USEC", "")
+        pid = watchdog_pid if watchdog_pid is not None else env.get("WATCHDOG_PID", "")
+        if pid and pid != str(os.getpid()):
+            usec = ""  # meant for another process (sd_watchdog_enabled(3))
         self._addr = "\0" + path[1:] if path.startswith("@") else path
         self._sock: socket.socket | None = None
         if self._addr:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         # Ping at half the watchdog interval, as sd_watchdog_enabled(3) advises.
         self.watchdog_interval_s = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else 0.0
-        self._last_ping = 0.0
+        self._last_ping = float("-inf")  # the first processed frame pings at once
 
     @property
     def enabled(self) -> bool:
