@@ -10,6 +10,7 @@ import logging
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -371,3 +372,25 @@ def test_outbox_trim_logs_clearly(tmp_path, store, publishers, caplog):
     assert store.outbox_depth() == 4 and store.visit_count() == 7
     msg = next(r.getMessage() for r in caplog.records if "outbox trimmed" in r.getMessage())
     assert "3 unpublished visits" in msg and "outbox_max_count=4" in msg
+
+
+@needs_mosquitto
+def test_kiosk_watch_shows_status_visits_and_stats(tmp_path, store, publishers):
+    import subprocess
+    import sys
+
+    with Broker(tmp_path) as broker:
+        run_publisher(publishers, fast_cfg(broker.port), store)
+        assert wait_until(lambda: publishers[0].connected, 5)
+        cmd = [sys.executable, "-m", "kiosk.watch", "--port", str(broker.port),
+               "--device", DEV, "--count", "1", "--timeout", "20", "--timezone", "UTC"]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+        time.sleep(1.0)  # let it subscribe
+        store.add_visit(make_visit("48-53", "male"), outbox=True)
+        publishers[0].wake()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"{DEV} online" in out
+    assert f"{DEV} visit: male 48-53 (90% / 81%), temperature pass" in out
+    assert re.search(rf"{DEV} today \(\d{{4}}-\d\d-\d\d\): \d+ visitors", out), out
