@@ -179,6 +179,18 @@ class MqttConfig:
 
 
 @dataclass
+class ClockConfig:
+    # When the wall clock counts as right: "auto" (the kernel's NTP status, else systemd-
+    # timesyncd's flag file), "always" (a board with a battery RTC), or a file path that
+    # exists once time is synchronised. Until then records are flagged, then restamped.
+    trust: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.trust:
+            raise ConfigError("clock.trust", "must be auto, always or a file path, got ''")
+
+
+@dataclass
 class MetricsConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -201,6 +213,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
 
     @property
     def state_path(self) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import cv2
 import numpy as np
@@ -30,6 +30,12 @@ class Demographics:
     age_confidence: float
     gender: str
     gender_confidence: float
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """An all-black (or all-one-level) frame: a covered lens or a dead sensor; checked sparsely."""
+    sample = image[::8, ::8]
+    return int(sample.max()) - int(sample.min()) < 8
 
 
 def sharpness(image: np.ndarray, box: Box) -> float:
@@ -68,8 +74,10 @@ class Pipeline:
         self.device_id = device_id
 
     def process(self, frame: Frame) -> None:
-        if not valid_image(frame.image):
+        if not valid_image(frame.image) or is_blank(frame.image):
+            # Counted and skipped, but time still passes: tracks of people gone still close.
             self.counters.frames_rejected += 1
+            self.tick(frame.t_mono, frame.t_wall)
             return
         boxes = self.detector.detect(frame.image, [t.box for t in self.tracker.tracks])
         self.counters.faces += len(boxes)
@@ -108,7 +116,8 @@ class Pipeline:
             self.on_visit(
                 Visit(
                     device_id=self.device_id,
-                    started_at=track.first_wall,
+                    # From the monotonic duration: a wall-clock step mid-visit cannot bend it.
+                    started_at=track.last_wall - timedelta(seconds=track.duration_s),
                     ended_at=track.last_wall,
                     age_group=demo.age_group,
                     age_confidence=demo.age_confidence,

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kiosk import __version__
 from kiosk.classify import Classifier
+from kiosk.clock import ClockTrust
 from kiosk.config import EX_CONFIG, Config, ConfigError, load_config
 from kiosk.counters import Counters
 from kiosk.detect import Box, FaceDetector
@@ -24,6 +25,7 @@ from kiosk.motion import MotionDetector
 from kiosk.mqtt import Publisher
 from kiosk.notify import Notifier
 from kiosk.pipeline import Pipeline
+from kiosk.recorder import Recorder
 from kiosk.store import Store
 from kiosk.track import Tracker
 from kiosk.visit import Check, Visit
@@ -52,6 +54,11 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.summary_requested = False
         self.store = Store(cfg.database_url)
+        # Disk full / untrusted clock: see kiosk/recorder.py.
+        self.recorder = Recorder(
+            self.store, self.counters, ClockTrust(cfg.clock.trust), cfg.mqtt.enabled,
+            on_visit=self._visit_committed,
+        )  # fmt: skip
         self.classifier = Classifier(cfg.classifier.model_dir, cfg.classifier.num_threads)
         d = cfg.detector
         self.detector = FocusedDetector(
@@ -84,12 +91,9 @@ class Daemon:
         return build_gate(self.cfg.gate, self.cfg.thermal, self.counters, self.cfg.mqtt)
 
     def record_visit(self, visit: Visit) -> None:
-        try:
-            self.store.add_visit(visit, outbox=self.cfg.mqtt.enabled)
-        except SQLAlchemyError as exc:
-            self.counters.visits_dropped += 1
-            log.error("visit %s could not be stored and is dropped: %s", visit.id, exc)
-            return
+        self.recorder.add(visit)
+
+    def _visit_committed(self, visit: Visit) -> None:
         self.counters.visits += 1
         self.counters.last_visit_at = visit.ended_at
         self.publisher.wake()
@@ -101,14 +105,13 @@ class Daemon:
         )  # fmt: skip
 
     def record_check(self, check: Check) -> None:
-        try:
-            self.store.add_check(check)
-        except SQLAlchemyError as exc:
-            log.error("temperature check %s could not be stored: %s", check.status, exc)
-            return
-        log.info("temperature check %s: no demographics recorded", check.status)
+        self.recorder.add(check)
 
     def apply_retention(self) -> None:
+        if not self.recorder.clock_synced:
+            # A clock years ahead would purge everything; wait until it is trusted.
+            log.info("retention: skipped until the wall clock is trusted")
+            return
         cutoff = datetime.now(UTC) - timedelta(days=self.cfg.store.retention_days)
         try:
             visits, checks = self.store.purge(cutoff)
@@ -158,6 +161,7 @@ class Daemon:
                     break
                 else:
                     self.pipeline.tick(now, datetime.now(UTC))
+                self.recorder.poll(now)
                 if self.summary_requested:
                     self.summary_requested = False
                     log.info("summary: %s", self.counters.summary())
@@ -180,6 +184,7 @@ class Daemon:
         self.pipeline.flush()
         self.source.close()
         self.gate.close()
+        self.recorder.close()
         log.info("summary: %s", self.counters.summary())
         self.publisher.stop()
         self.store.close()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -36,7 +38,7 @@ from kiosk.visit import Check, Visit
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Base(DeclarativeBase):
@@ -63,6 +65,8 @@ class VisitRow(Base):
     temperature_status: Mapped[str] = mapped_column(String(12))
     frames: Mapped[int] = mapped_column(Integer)
     model_version: Mapped[str] = mapped_column(String(64))
+    # v2: false while the wall clock was not trusted yet (kiosk/clock.py).
+    clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=text("1"))
     __table_args__ = (Index("ix_visits_started_at", "started_at", "device_id"),)
 
 
@@ -75,6 +79,7 @@ class CheckRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(12))
     temperature_c: Mapped[float | None] = mapped_column(Float, nullable=True)
+    clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=text("1"))
     __table_args__ = (Index("ix_checks_at", "at", "device_id"),)
 
 
@@ -112,6 +117,7 @@ def visit_from_row(row: VisitRow) -> Visit:
         temperature_status=row.temperature_status,
         frames=row.frames,
         model_version=row.model_version,
+        clock_synced=row.clock_synced,
     )
 
 
@@ -182,7 +188,13 @@ def _current_version(session: Session) -> int | None:
 
 
 # Each entry upgrades the schema from version N to N+1.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Records stamped before the wall clock was trusted; older rows cannot tell, so count as 1.
+    1: (
+        "ALTER TABLE visits ADD COLUMN clock_synced BOOLEAN NOT NULL DEFAULT 1",
+        "ALTER TABLE checks ADD COLUMN clock_synced BOOLEAN NOT NULL DEFAULT 1",
+    ),
+}
 
 
 def migrate(engine: Engine, url: str) -> None:
@@ -203,7 +215,8 @@ def migrate(engine: Engine, url: str) -> None:
     Base.metadata.create_all(engine)
     with engine.begin() as conn:
         for v in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
-            conn.exec_driver_sql(MIGRATIONS[v])
+            for sql in MIGRATIONS[v]:
+                conn.exec_driver_sql(sql)
     with Session(engine) as session, session.begin():
         session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
 
@@ -238,6 +251,7 @@ class Store:
                     temperature_status=visit.temperature_status,
                     frames=visit.frames,
                     model_version=visit.model_version,
+                    clock_synced=visit.clock_synced,
                 )
             )
             if outbox:
@@ -253,8 +267,33 @@ class Store:
                     at=to_utc_naive(check.at),
                     status=check.status,
                     temperature_c=check.temperature_c,
+                    clock_synced=check.clock_synced,
                 )
             )
+
+    def restamp(self, visits: Mapping[str, timedelta], checks: Mapping[str, timedelta]) -> int:
+        """Shift records stamped before the clock was trusted and mark them synced.
+
+        Undelivered outbox entries move with their visit, so age-based trimming stays right.
+        Returns how many rows were restamped."""
+        n = 0
+        with self._sessions.begin() as s:
+            rows = s.scalars(select(VisitRow).where(VisitRow.id.in_(list(visits)))).all()
+            for row in rows:
+                if row.clock_synced:
+                    continue
+                d = visits[row.id]
+                row.started_at, row.ended_at = row.started_at + d, row.ended_at + d
+                row.clock_synced = True
+                n += 1
+                for entry in s.scalars(select(OutboxRow).where(OutboxRow.visit_id == row.id)):
+                    entry.created_at = entry.created_at + d
+            rows = s.scalars(select(CheckRow).where(CheckRow.id.in_(list(checks)))).all()
+            for row in rows:
+                if not row.clock_synced:
+                    row.at, row.clock_synced = row.at + checks[row.id], True
+                    n += 1
+        return n
 
     def visits(self, start: datetime, end: datetime, device_id: str | None = None) -> list[Visit]:
         """Visits that started in [start, end), oldest first."""

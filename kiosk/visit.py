@@ -27,6 +27,8 @@ class Visit:
     frames: int
     model_version: str
     id: str = field(default_factory=new_id)
+    # False while the wall clock was not yet trusted (see kiosk/clock.py).
+    clock_synced: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +40,4 @@ class Check:
     status: str  # fail | unmeasured
     temperature_c: float | None
     id: str = field(default_factory=new_id)
+    clock_synced: bool = True
