@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             done.set()
             return
         client.subscribe([(f"{base}/status", 1), (f"{base}/visit", 1), (f"{base}/stats", 1)])
+
+    def on_subscribe(client, userdata, mid, reason_codes, properties) -> None:
         print(f"# watching {base}/{{status,visit,stats}} on {cfg.host}:{cfg.port}", flush=True)
 
     def on_message(client, userdata, msg) -> None:
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     client.on_connect = on_connect
     client.on_message = on_message
+    client.on_subscribe = on_subscribe
     try:
         client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
     except OSError as exc:

@@ -386,10 +386,13 @@ def test_kiosk_watch_shows_status_visits_and_stats(tmp_path, store, publishers):
                "--device", DEV, "--count", "1", "--timeout", "20", "--timezone", "UTC"]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=Path(__file__).resolve().parents[1])  # fmt: skip
-        time.sleep(1.0)  # let it subscribe
+        first = [proc.stdout.readline()]
+        while first[-1] and not first[-1].startswith("# watching"):  # until subscribed
+            first.append(proc.stdout.readline())
         store.add_visit(make_visit("48-53", "male"), outbox=True)
         publishers[0].wake()
         out, err = proc.communicate(timeout=30)
+        out = "".join(first) + out
     assert proc.returncode == 0, err
     assert f"{DEV} online" in out
     assert f"{DEV} visit: male 48-53 (90% / 81%), temperature pass" in out
