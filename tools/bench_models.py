@@ -1,0 +1,100 @@
+"""Latency of the shipped int8 models against the levi-hassner float32 TFLite reference.
+
+    python tools/bench_models.py --reference runs/levi-hassner/float [--json OUT]
+
+Both go through kiosk.classify.Classifier (preprocess + interpreter + decoding) for one face
+(a 96x96 crop, what crop_face returns for a face larger than that) at one thread; the two
+are timed in alternating rounds in the same process so that load from other programs on the
+machine hits both alike. Also reports interpreter-only time and the model sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from kiosk.classify import Classifier, preprocess  # noqa: E402
+
+
+def _time(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def bench(model_dir: str | None, reference: str | None, rounds: int = 20,
+          per_round: int = 50, threads: int = 1) -> dict:
+    crop = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    models = {"shipped": Classifier(model_dir, num_threads=threads)}
+    if reference:
+        models["reference"] = Classifier(reference, num_threads=threads)
+    full = {k: [] for k in models}
+    invoke = {k: [] for k in models}
+    for clf in models.values():  # warm-up
+        for _ in range(5):
+            clf.probabilities([crop])
+    for _ in range(rounds):
+        for k, clf in models.items():
+            n = per_round if k == "shipped" else max(2, per_round // 10)
+            full[k] += _time(lambda c=clf: c.probabilities([crop]), n)
+            x = preprocess(crop, clf.input_size)[None]
+            invoke[k] += _time(lambda c=clf, x=x: c._raw(x), n)
+    res = {}
+    for k, clf in models.items():
+        files = {p.name: p.stat().st_size for p in Path(clf.model_dir).glob("*.tflite")}
+        res[k] = {
+            "model_version": clf.model_version,
+            "model_dir": str(clf.model_dir),
+            "input_size": clf.input_size,
+            "flip_tta": clf.flip_tta,
+            "bytes": files,
+            "total_bytes": sum(files.values()),
+            "ms_median_per_face": round(float(np.median(full[k])) * 1000, 4),
+            "ms_p90_per_face": round(float(np.percentile(full[k], 90)) * 1000, 4),
+            "ms_median_interpreter_only": round(float(np.median(invoke[k])) * 1000, 4),
+            "samples": len(full[k]),
+        }
+    if "reference" in res:
+        res["speedup"] = round(res["reference"]["ms_median_per_face"]
+                               / res["shipped"]["ms_median_per_face"], 1)
+    res["threads"] = threads
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model-dir", help="shipped models (default: kiosk/models)")
+    ap.add_argument("--reference", help="folder with the levi-hassner float32 model + labels.json")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    res = bench(args.model_dir, args.reference, args.rounds, threads=args.threads)
+    for k in ("shipped", "reference"):
+        if k in res:
+            r = res[k]
+            print(f"{k:9s} {r['model_version']}: {r['ms_median_per_face']:.3f} ms median per face "
+                  f"(p90 {r['ms_p90_per_face']:.3f}, interpreter only "
+                  f"{r['ms_median_interpreter_only']:.3f}), {r['total_bytes']} bytes, "
+                  f"input {r['input_size']}, n={r['samples']}")
+    if "speedup" in res:
+        print(f"speed-up: {res['speedup']}x at {res['threads']} thread(s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

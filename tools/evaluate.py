@@ -1,0 +1,238 @@
+"""Evaluate the runtime classifier (kiosk/classify.py, the daemon's code path) on a labelled set.
+
+    python tools/evaluate.py --labels ../shared/data/faces/labels.csv \
+        --images ../shared/data/faces/utkface.tar --filter fold==9 [--detect] [--json OUT]
+
+Prints gender accuracy (overall, female, male), exact and one-off age-group accuracy (rows
+with ``age_group``), "consistent" accuracy (rows with ``adience_overlap``), MAE in years
+(rows with ``age``), the confusion matrices, the counts used and the median per-face latency.
+With ``--detect`` each image is a whole photo: the daemon's Haar detector finds the largest
+face, ``crop_face`` crops it, and photos without a face count as misses (``faces_missed``;
+they are left out of the accuracy figures, whose counts are printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from kiosk.labels import AGE_GROUPS, GENDERS  # noqa: E402
+from tools.facedata import FaceRows, decode, iter_image_bytes, read_labels  # noqa: E402
+
+JSON_KEYS = (
+    "n", "gender_accuracy", "gender_accuracy_female", "gender_accuracy_male",
+    "age_exact_accuracy", "age_one_off_accuracy", "age_consistent_accuracy", "mae_years",
+    "faces_missed", "latency_ms_median",
+)
+
+
+def _frac(hits: np.ndarray) -> float | None:
+    return float(np.mean(hits)) if hits.size else None
+
+
+def compute_metrics(rows: FaceRows, age_probs: np.ndarray, female_prob: np.ndarray,
+                    age_years: np.ndarray, valid: np.ndarray | None = None) -> dict:
+    """Metrics for predictions aligned with ``rows``; ``valid`` masks rows that have one."""
+    n = len(rows)
+    valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    pred_group = np.argmax(age_probs, axis=1) if n else np.zeros(0, int)
+    pred_gender = (female_prob < 0.5).astype(int)  # 0 female, 1 male
+    expected_age = age_probs @ np.asarray(age_years, float) if n else np.zeros(0)
+    out: dict = {"n": int(valid.sum())}
+    counts: dict = {}
+
+    g = valid & (rows.gender >= 0)
+    out["gender_accuracy"] = _frac(pred_gender[g] == rows.gender[g])
+    for code, name in enumerate(GENDERS):
+        m = g & (rows.gender == code)
+        out[f"gender_accuracy_{name}"] = _frac(pred_gender[m] == code)
+        counts[f"gender_{name}"] = int(m.sum())
+    counts["gender"] = int(g.sum())
+
+    a = valid & (rows.age_group >= 0)
+    out["age_exact_accuracy"] = _frac(pred_group[a] == rows.age_group[a])
+    out["age_one_off_accuracy"] = _frac(np.abs(pred_group[a] - rows.age_group[a]) <= 1)
+    counts["age_group"] = int(a.sum())
+
+    if rows.overlap is not None:
+        c = valid & np.array([len(s) > 0 for s in rows.overlap], bool)
+        hits = np.array([pred_group[i] in rows.overlap[i] for i in np.flatnonzero(c)], bool)
+        out["age_consistent_accuracy"] = _frac(hits)
+        counts["adience_overlap"] = int(c.sum())
+    else:
+        out["age_consistent_accuracy"] = None
+        counts["adience_overlap"] = 0
+
+    y = valid & ~np.isnan(rows.age)
+    out["mae_years"] = (float(np.mean(np.abs(expected_age[y] - rows.age[y]))) if y.any()
+                        else None)
+    counts["age"] = int(y.sum())
+    out["faces_missed"] = int(n - valid.sum())
+    out["counts"] = counts
+
+    k = len(AGE_GROUPS)
+    conf = np.zeros((k, k), int)
+    for t, p in zip(rows.age_group[a], pred_group[a], strict=True):
+        conf[t, p] += 1
+    out["age_confusion"] = conf.tolist()
+    gconf = np.zeros((2, 2), int)
+    for t, p in zip(rows.gender[g], pred_gender[g], strict=True):
+        gconf[t, p] += 1
+    out["gender_confusion"] = gconf.tolist()
+    return out
+
+
+def per_group_metrics(rows: FaceRows, age_probs, female_prob, age_years, key: np.ndarray,
+                      names: dict) -> dict:
+    res = {}
+    for code, name in names.items():
+        m = key == code
+        if m.any():
+            sub = compute_metrics(rows.subset(np.flatnonzero(m)), age_probs[m], female_prob[m],
+                                  age_years)
+            res[name] = {k: sub[k] for k in JSON_KEYS if k in sub}
+    return res
+
+
+def apply_filter(rows: FaceRows, expr: str | None) -> np.ndarray:
+    """Row indices matching comma-separated ``field==v`` / ``field!=v`` terms (all must hold).
+
+    Fields: fold, res_px, race, gender (0 female / 1 male).
+    """
+    keep = np.ones(len(rows), bool)
+    if not expr:
+        return np.flatnonzero(keep)
+    for term in expr.split(","):
+        term = term.strip()
+        op = "!=" if "!=" in term else "=="
+        if op not in term:
+            raise ValueError(f"filter term {term!r}: expected field==value or field!=value")
+        field, value = (s.strip() for s in term.split(op, 1))
+        if field not in ("fold", "res_px", "race", "gender"):
+            raise ValueError(f"filter term {term!r}: unknown field {field!r}")
+        col = getattr(rows, field)
+        vals = [int(v) for v in value.split("|")]
+        m = np.isin(col, vals)
+        keep &= m if op == "==" else ~m
+    return np.flatnonzero(keep)
+
+
+def format_report(m: dict, title: str = "") -> str:
+    def pct(v):
+        return "   n/a" if v is None else f"{100 * v:6.2f}%"
+
+    c = m["counts"]
+    lines = [title] if title else []
+    lines += [
+        f"faces evaluated        {m['n']}  (missed: {m['faces_missed']})",
+        f"gender accuracy        {pct(m['gender_accuracy'])}  (n={c['gender']})",
+        f"  female               {pct(m['gender_accuracy_female'])}  (n={c['gender_female']})",
+        f"  male                 {pct(m['gender_accuracy_male'])}  (n={c['gender_male']})",
+        f"age exact              {pct(m['age_exact_accuracy'])}  (n={c['age_group']})",
+        f"age one-off            {pct(m['age_one_off_accuracy'])}  (n={c['age_group']})",
+        f"age consistent         {pct(m['age_consistent_accuracy'])}  (n={c['adience_overlap']})",
+        "MAE years              "
+        + ("   n/a" if m["mae_years"] is None else f"{m['mae_years']:6.2f}")
+        + f"  (n={c['age']})",
+    ]
+    if m.get("latency_ms_median") is not None:
+        lines.append(f"latency / face median  {m['latency_ms_median']:.3f} ms")
+    lines.append("age confusion (rows = true, cols = predicted): " + " ".join(AGE_GROUPS))
+    for g, r in zip(AGE_GROUPS, m["age_confusion"], strict=True):
+        lines.append(f"  {g:>7} " + " ".join(f"{v:5d}" for v in r))
+    lines.append("gender confusion (rows = true, cols = predicted): female male")
+    for g, r in zip(GENDERS, m["gender_confusion"], strict=True):
+        lines.append(f"  {g:>7} " + " ".join(f"{v:5d}" for v in r))
+    return "\n".join(lines)
+
+
+def run(labels: str, images: str, detect: bool = False, model_dir: str | None = None,
+        filter_expr: str | None = None, num_threads: int = 1, limit: int | None = None,
+        flip_tta: bool | None = None, by_race: bool = False) -> dict:
+    from kiosk.classify import Classifier, crop_face
+
+    rows = read_labels(labels)
+    idx = apply_filter(rows, filter_expr)
+    if limit:
+        idx = idx[:limit]
+    rows = rows.subset(idx)
+    clf = Classifier(model_dir, num_threads=num_threads, flip_tta=flip_tta)
+    detector = None
+    if detect:
+        from kiosk.detect import FaceDetector
+
+        detector = FaceDetector()
+    n = len(rows)
+    age = np.full((n, len(AGE_GROUPS)), 1.0 / len(AGE_GROUPS))
+    female = np.full(n, 0.5)
+    valid = np.zeros(n, bool)
+    lat = []
+    for i, (_f, data) in enumerate(iter_image_bytes(images, rows.files)):
+        img = decode(data)
+        if img is None:
+            continue
+        if detector is not None:
+            boxes = detector.detect(img)
+            if not boxes:
+                continue
+            crop = crop_face(img, boxes[0])
+        else:
+            crop = img
+        t0 = time.perf_counter()
+        a, f = clf.probabilities([crop])
+        lat.append(time.perf_counter() - t0)
+        age[i], female[i], valid[i] = a[0], f[0], True
+    m = compute_metrics(rows, age, female, clf.age_years, valid)
+    m["latency_ms_median"] = float(np.median(lat) * 1000) if lat else None
+    m["model_version"] = clf.model_version
+    if by_race:
+        names = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
+        m["by_race"] = per_group_metrics(rows.subset(np.flatnonzero(valid)), age[valid],
+                                         female[valid], clf.age_years, rows.race[valid], names)
+    return m
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--labels", required=True, help="labels CSV (file, age, age_group, gender...)")
+    ap.add_argument("--images", required=True, help="folder or .tar holding the CSV's files")
+    ap.add_argument("--detect", action="store_true",
+                    help="images are whole photos: detect (Haar) and crop like the daemon")
+    ap.add_argument("--json", help="write the metrics to this JSON file")
+    ap.add_argument("--model-dir", help="model folder (default: the packaged kiosk/models)")
+    ap.add_argument("--filter", help="e.g. fold==9 or res_px==64,race!=1")
+    ap.add_argument("--limit", type=int, help="only the first N matching rows")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--flip-tta", choices=("on", "off"), help="override the model's setting")
+    ap.add_argument("--by-race", action="store_true",
+                    help="also report per UTKFace race code (from orig_file)")
+    args = ap.parse_args(argv)
+    tta = None if args.flip_tta is None else args.flip_tta == "on"
+    m = run(args.labels, args.images, args.detect, args.model_dir, args.filter, args.threads,
+            args.limit, tta, args.by_race)
+    print(format_report(m, f"model {m['model_version']} on {args.labels}"))
+    if args.by_race:
+        for name, sub in m["by_race"].items():
+            print(f"  {name:>7}: n={sub['n']} gender={sub['gender_accuracy']:.3f} "
+                  f"(f {sub['gender_accuracy_female'] or 0:.3f} / "
+                  f"m {sub['gender_accuracy_male'] or 0:.3f}) "
+                  f"exact={sub['age_exact_accuracy'] or 0:.3f} "
+                  f"one-off={sub['age_one_off_accuracy'] or 0:.3f} mae={sub['mae_years']:.2f}")
+    if args.json:
+        out = {k: m.get(k) for k in JSON_KEYS}
+        out.update({k: v for k, v in m.items() if k not in out})
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
