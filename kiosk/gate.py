@@ -30,6 +30,9 @@ from kiosk.thermal.sources import ThermalSource, open_source
 
 log = logging.getLogger(__name__)
 
+# single_person mode: another visitor seen this recently makes the warm blob ambiguous.
+TWO_VISITORS_WINDOW_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class GateResult:
@@ -108,7 +111,8 @@ class ThermalGate:
         self._readings: dict[int, dict[int, Reading]] = {}
         self._prepared_index = -1
         self._prepared: Prepared | Reading | None = None
-        self._single: Reading | None = None
+        self._single: Reading | None = None  # this thermal frame's single_person reading
+        self._seen: dict[int, float] = {}  # track -> when last observed (single_person mode)
 
     def observe(self, track_id: int, box: Box, frame: Frame) -> None:
         self.counters.thermal_reconnects = self.source.reconnects
@@ -132,9 +136,26 @@ class ThermalGate:
         if thermal.index in per_track:
             return
         if self.homography is None:
-            if self._single is None:
-                self._single = self.thermometer.read(prepared, None)
-            reading = self._single
+            now = time.monotonic()
+            self._seen[track_id] = now
+            others = [
+                t
+                for t, seen in self._seen.items()
+                if t != track_id and now - seen < TWO_VISITORS_WINDOW_S
+            ]
+            if others:
+                # Two visitors at once: the blob cannot be attributed (screening is one person
+                # at a time), so these frames count for neither.
+                reading = Reading(None, "more than one visitor in view", t_mono=thermal.t_mono)
+                for other in others:
+                    theirs = self._readings.get(other, {})
+                    for index, earlier in theirs.items():
+                        if thermal.t_mono - earlier.t_mono < TWO_VISITORS_WINDOW_S:
+                            theirs[index] = reading
+            else:
+                if self._single is None:
+                    self._single = self.thermometer.read(prepared, None)
+                reading = self._single
         else:
             h, w = prepared.corrected.shape
             tbox = map_box(self.homography, box, w, h)
@@ -144,11 +165,20 @@ class ThermalGate:
         per_track[thermal.index] = reading
 
     def decide(self, track_id: int, started_mono: float, ended_mono: float) -> GateResult:
+        self._seen.pop(track_id, None)
         readings = list(self._readings.pop(track_id, {}).values())
-        temperature, _spread = aggregate(readings, self.best_readings)
+        temperature, spread = aggregate(readings, self.best_readings)
+        valid = [r for r in readings if r.ok]
+        # Temperatures stay out of the normal log: they belong in the local database only.
+        log.debug(
+            "thermal check track %d: %s C from %d/%d readings, spread %s C, face %s px",
+            track_id, temperature, len(valid), len(readings), spread,
+            max((r.face_pixels for r in valid), default=0),
+        )  # fmt: skip
         return verdict(temperature, self.threshold_c, self.unmeasured_passes)
 
     def forget(self, track_id: int) -> None:
+        self._seen.pop(track_id, None)
         self._readings.pop(track_id, None)
 
     def close(self) -> None:

@@ -86,6 +86,59 @@ def test_thermal_gate_passes_a_normal_visitor_and_fails_a_fever(shared_data):
     assert fever.temperature_c == pytest.approx(result.temperature_c + 1.5, abs=0.3)
 
 
+def test_registered_face_box_is_measured_through_the_homography(shared_data):
+    # Visible 640x480 onto the upright 120x160 Lepton frame (a calibrated pair would add skew).
+    h = [[120 / 640, 0, 0], [0, 160 / 480, 0], [0, 0, 1]]
+    counters = Counters()
+    gate = thermal_gate(
+        shared_data / FEVER / "testr.npz", counters, rotate=1, reference_c=36.6, homography=h
+    )
+    try:
+        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
+        result = gate.decide(1, *watch(gate, 2.0))
+        # A box that maps onto the wall beside the visitor has no skin: unmeasured.
+        start = time.monotonic()
+        while time.monotonic() - start < 1.0:
+            wall = Box(560, 0, 70, 70)
+            gate.observe(2, wall, Frame(IMAGE, 0, time.monotonic(), datetime.now(UTC)))
+            time.sleep(0.02)
+        wall_result = gate.decide(2, start, time.monotonic())
+    finally:
+        gate.close()
+    assert result.status == "pass" and 36.0 <= result.temperature_c < 37.5
+    assert wall_result.status == "unmeasured" and not wall_result.record
+
+
+def test_two_visitors_at_once_in_single_person_mode_are_unmeasured(shared_data):
+    counters = Counters()
+    gate = thermal_gate(shared_data / FEVER / "testr.npz", counters, rotate=1, reference_c=36.6)
+    try:
+        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
+        start = time.monotonic()
+        while time.monotonic() - start < 1.5:
+            for track in (1, 2):
+                gate.observe(track, BOX, Frame(IMAGE, 0, time.monotonic(), datetime.now(UTC)))
+            time.sleep(0.02)
+        end = time.monotonic()
+        results = [gate.decide(track, start, end) for track in (1, 2)]
+    finally:
+        gate.close()
+    assert [r.status for r in results] == ["unmeasured", "unmeasured"]
+
+
+def test_reading_beyond_the_skin_range_is_unmeasured_not_fail(shared_data):
+    counters = Counters()
+    gate = thermal_gate(
+        shared_data / FEVER / "testr.npz", counters, rotate=1, reference_c=36.6, offset_c=8.0
+    )
+    try:
+        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
+        result = gate.decide(1, *watch(gate, 1.0))
+    finally:
+        gate.close()
+    assert result.status == "unmeasured" and not result.record
+
+
 def test_empty_scene_is_unmeasured_never_pass(shared_data):
     counters = Counters()
     gate = thermal_gate(

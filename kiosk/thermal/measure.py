@@ -294,7 +294,7 @@ class Prepared:
     """A checked frame, smoothed and corrected by the reference, ready for face readings."""
 
     corrected: np.ndarray
-    skin: np.ndarray  # pixels in the skin range, reference excluded
+    skin: np.ndarray  # skin-range pixels warmer than the room, reference excluded
     offset_c: float
     reflected_c: float  # scene median, taken as the reflected temperature
     t_mono: float
@@ -333,14 +333,13 @@ class FaceThermometer:
         skin = (corrected >= s.skin_min_c) & (corrected <= s.skin_max_c)
         if self.reference.disc is not None:
             skin &= ~self.reference.disc.mask(celsius.shape, grow=3.0)
+        skin &= corrected >= warm_threshold(corrected, skin)
         return Prepared(corrected, skin, offset, float(np.median(corrected)), t_mono)
 
     def read(self, p: Prepared, box: tuple[int, int, int, int] | None) -> Reading:
         s = self.settings
         if box is None:
-            region = self._largest_head(
-                p.skin & (p.corrected >= warm_threshold(p.corrected, p.skin))
-            )
+            region = self._largest_head(p.skin)
             if region is None:
                 return Reading(None, "no warm head-sized blob", t_mono=p.t_mono)
         else:
@@ -358,6 +357,11 @@ class FaceThermometer:
         hottest = np.partition(values, values.size - s.hottest_pixels)[-s.hottest_pixels :]
         hotspot = float(hottest.mean())
         temperature = emissivity_correct(hotspot, s.emissivity, p.reflected_c) + s.offset_c
+        if not s.skin_min_c <= temperature <= s.skin_max_c:
+            return Reading(
+                None, "outside the skin range after correction", face_pixels, int(values.size),
+                raw_hotspot_c=hotspot + p.offset_c, offset_c=p.offset_c, t_mono=p.t_mono,
+            )  # fmt: skip
         return Reading(
             temperature,
             "ok",
