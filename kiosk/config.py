@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import types
 import typing
@@ -21,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 EX_CONFIG = 78
+# thermal.reference as a box: x,y,w,h in thermal pixels, width and height at least 1.
+REFERENCE_BOX = re.compile(r"\d+,\d+,[1-9]\d*,[1-9]\d*")
 MAX_CONFIG_BYTES = 1_000_000
 
 
@@ -318,6 +321,13 @@ def _validate_semantics(cfg: Config) -> None:
         raise ConfigError("thermal.skin_min_c", "must be below thermal.skin_max_c")
     if cfg.gate.mode == "thermal" and cfg.thermal.source == "replay" and not cfg.thermal.device:
         raise ConfigError("thermal.device", "gate.mode thermal with a replay source needs a path")
+    ref = cfg.thermal.reference
+    if ref not in ("auto", "off") and not REFERENCE_BOX.fullmatch(ref.replace(" ", "")):
+        why = f'must be "auto", "off" or "x,y,w,h" in thermal pixels, got {ref!r}'
+        raise ConfigError("thermal.reference", why)
+    if cfg.gate.mode == "external" and not cfg.gate.http_port and not cfg.gate.mqtt_topic:
+        why = "gate.mode external needs gate.http_port and/or gate.mqtt_topic"
+        raise ConfigError("gate.http_port", why)
 
 
 def _reject_aliases(text: str, path: Path) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
-from kiosk.config import GateConfig, MqttConfig, ThermalConfig
+from kiosk.config import ConfigError, GateConfig, MqttConfig, ThermalConfig, parse_config
 from kiosk.counters import Counters
 from kiosk.detect import Box
 from kiosk.frames import Frame
@@ -263,3 +263,19 @@ def test_build_gate_modes():
     assert isinstance(build_gate(GateConfig(), ThermalConfig(), Counters()), OffGate)
     with pytest.raises(ValueError, match="mqtt"):
         build_gate(GateConfig(mode="external", mqtt_topic="x"), ThermalConfig(), Counters())
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"thermal": {"reference": "12,40"}}, "thermal.reference"),
+        ({"thermal": {"reference": "1,2,0,5"}}, "thermal.reference"),
+        ({"gate": {"mode": "external"}}, "gate.http_port"),
+        ({"thermal": {"min_face_fraction": 0}}, "thermal.min_face_fraction"),
+    ],
+)
+def test_gate_and_thermal_config_errors_name_the_key(data, key):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert err.value.key == key
+    assert parse_config({"thermal": {"reference": "6, 150, 6, 6"}}).thermal.reference

@@ -23,6 +23,7 @@ from kiosk.thermal.measure import (
     find_disc,
 )
 from kiosk.thermal.register import fit_homography, map_box, reprojection_errors
+from kiosk.thermal.sources import load_recording
 from tests.conftest import SHARED_DATA
 from tools.thermal_eval import (
     evaluate_feverscreen,
@@ -188,3 +189,15 @@ def test_homography_maps_a_face_box():
     assert map_box(h, Box(2000, 2000, 10, 10), 160, 120) is None
     with pytest.raises(ValueError):
         fit_homography(src[:3], dst[:3])
+
+
+def test_configured_reference_box_agrees_with_the_found_disc(shared_data):
+    frames = [rotate(f, 1) for f in load_recording(shared_data / FEVER / "testr.npz")[:20]]
+    offsets = {}
+    for mode in ("auto", "6,150,6,6"):  # the disc's face, upright: centre (153, 9), r ~5.6
+        thermometer = FaceThermometer(MeasureSettings(), ReferenceTracker(mode, 36.6, 0.5))
+        readings = [thermometer.measure(f) for f in frames]
+        assert all(r.ok for r in readings[3:])
+        offsets[mode] = thermometer.reference.offset_c
+    # The box reads the disc's flat face; auto reads it out to half height (a little cooler).
+    assert 0.0 <= offsets["6,150,6,6"] - offsets["auto"] <= 0.6

@@ -11,7 +11,9 @@ import pytest
 
 from kiosk.config import ThermalConfig
 from kiosk.thermal.sources import (
+    LeptonSource,
     Mlx90640Source,
+    P2ProSource,
     ReplaySource,
     ThermalSourceError,
     load_recording,
@@ -109,3 +111,25 @@ def test_mlx90640_without_driver_says_how_to_install():
     src = Mlx90640Source("", fps=4)
     with pytest.raises(ThermalSourceError, match=r"pip install 'kiosk\[mlx90640\]'"):
         src._open()
+
+
+def test_uvc_sources_convert_what_opencv_hands_them(shared_data):
+    """OpenCV gives raw UVC frames as 16-bit words or as a flat byte row; both decode."""
+    ck = np.load(shared_data / FEVER / "testr.npz")["frames_ck"][0]
+    expected = ck.astype(np.float32) / 100 - 273.15
+    lepton = LeptonSource("0")
+    np.testing.assert_allclose(lepton.convert(ck), expected, atol=1e-3)
+    flat = np.frombuffer(ck.astype("<u2").tobytes(), np.uint8).reshape(1, -1)
+    np.testing.assert_allclose(lepton.convert(flat), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="120x160"):
+        lepton.convert(np.zeros((1, 100), np.uint8))
+
+    from tests.test_thermal import p2pro_uvc_frame
+
+    folder = shared_data / "thermal/infiray_p2pro"
+    frame = p2pro_uvc_frame((folder / "p2pro_test.jpg").read_bytes())
+    p2pro = P2ProSource("0")
+    for layout in (frame, frame.reshape(1, -1)):
+        np.testing.assert_allclose(
+            p2pro.convert(layout), np.load(folder / "p2pro_test_c.npy"), atol=1e-3
+        )

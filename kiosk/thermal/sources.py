@@ -258,6 +258,7 @@ class Mlx90640Source(ThermalSource):
 
     name = "mlx90640"
     REFRESH_HZ = (0.5, 1, 2, 4, 8, 16, 32, 64)
+    FRAME_RETRIES = 3
 
     def __init__(self, device: str = "", fps: float = 4.0, **kw: Any) -> None:
         super().__init__(**kw)
@@ -284,7 +285,15 @@ class Mlx90640Source(ThermalSource):
 
     def _read(self, handle: Any) -> np.ndarray:
         values = [0.0] * (MLX90640_WIDTH * MLX90640_HEIGHT)
-        handle.getFrame(values)
+        for attempt in range(self.FRAME_RETRIES):
+            try:
+                handle.getFrame(values)
+                break
+            except ValueError:
+                # The driver's "too many retries" on a torn I2C frame: try the next one before
+                # reopening the bus.
+                if attempt == self.FRAME_RETRIES - 1:
+                    raise
         return np.asarray(values, dtype=np.float32).reshape(MLX90640_HEIGHT, MLX90640_WIDTH)
 
 
