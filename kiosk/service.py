@@ -21,6 +21,7 @@ from kiosk.detect import Box, FaceDetector
 from kiosk.focus import FocusedDetector
 from kiosk.frames import CameraSource
 from kiosk.gate import Gate, build_gate
+from kiosk.metrics import MetricsServer, MetricsUnavailable, start_metrics_server
 from kiosk.motion import MotionDetector
 from kiosk.mqtt import Publisher
 from kiosk.notify import Notifier
@@ -53,6 +54,7 @@ class Daemon:
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         self.summary_requested = False
+        self.metrics: MetricsServer | None = None
         self.store = Store(cfg.database_url)
         # Disk full / untrusted clock: see kiosk/recorder.py.
         self.recorder = Recorder(
@@ -145,6 +147,7 @@ class Daemon:
             self.classifier.model_version,
         )  # fmt: skip
         self.publisher.start()
+        self.metrics = self.start_metrics()
         self.notifier.ready(self.status_line())
         started = time.monotonic()
         next_status = started + STATUS_INTERVAL_S
@@ -179,6 +182,18 @@ class Daemon:
             self.shutdown()
         return 0
 
+    def start_metrics(self) -> MetricsServer | None:
+        """The optional Prometheus endpoint; without it kioskd still counts visitors."""
+        m = self.cfg.metrics
+        if not m.enabled:
+            return None
+        depth = self.store.outbox_depth if self.cfg.mqtt.enabled else None
+        try:
+            return start_metrics_server(m.host, m.port, self.counters, depth)
+        except (MetricsUnavailable, OSError) as exc:
+            log.error("metrics endpoint %s:%d not started: %s", m.host, m.port, exc)
+            return None
+
     def shutdown(self) -> None:
         self.notifier.stopping()
         self.pipeline.flush()
@@ -186,6 +201,8 @@ class Daemon:
         self.gate.close()
         self.recorder.close()
         log.info("summary: %s", self.counters.summary())
+        if self.metrics is not None:
+            self.metrics.close()
         self.publisher.stop()
         self.store.close()
         self.notifier.close()
