@@ -213,3 +213,24 @@ def test_sandbox_really_refuses_writable_executable_memory() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"mprotect -1 1\b", proc.stdout), proc.stdout  # EPERM
+
+
+@pytest.mark.parametrize("mdwe", ["seccomp", "prctl"])
+def test_kioskd_demo_runs_under_the_unit_sandbox(
+    tmp_path: Path, syscall_file: Path, mdwe: str
+) -> None:
+    """The whole daemon (camera replay, Haar, tracker, LiteRT, SQLite, threads) as the unit
+    runs it: MemoryDenyWriteExecute plus the unit's syscall filter."""
+    from tests.kioskd import stored_visits, write_config
+
+    cfg = write_config(tmp_path, camera={"source": "demo", "realtime": False})
+    cmd = [sys.executable, str(SANDBOX), "--mdwe", mdwe, "--syscalls", str(syscall_file)]
+    cmd += ["--", "-m", "kiosk.service", "--config", str(cfg)]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=child_env()
+    )
+    if proc.returncode == 3 and "PR_SET_MDWE unsupported" in proc.stderr:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux >= 6.3)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Operation not permitted" not in proc.stderr, proc.stderr[-3000:]
+    assert len(stored_visits(tmp_path)) >= 2, proc.stderr[-3000:]
