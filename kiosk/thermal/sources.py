@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -367,9 +366,6 @@ class ReplaySource(ThermalSource):
         frame = frames[handle["i"]]
         handle["i"] += 1
         return frame
-
-
-SourceFactory = Callable[..., ThermalSource]
 
 
 def open_source(cfg: Any) -> ThermalSource:
