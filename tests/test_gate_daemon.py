@@ -19,9 +19,9 @@ RECORDING = "thermal/feverscreen_lepton35/testr.npz"  # bonefish kiosk, disc cal
 
 @pytest.fixture(scope="module")
 def visitor_clip(tmp_path_factory):
-    """12 s of one person standing in front of the kiosk."""
+    """8 s of one person standing in front of the kiosk."""
     path = tmp_path_factory.mktemp("clips") / "visitor.mp4"
-    write_video(path, render((Appearance("hopper", -ENTER_S, 60.0, 320, 130),), 12.0))
+    write_video(path, render((Appearance("hopper", -ENTER_S, 60.0, 320, 130),), 8.0))
     return path
 
 
