@@ -511,7 +511,7 @@ class Publisher:
         now = time.monotonic()
         if what != self._last_problem or now - self._last_warn >= WARN_EVERY_S:
             log.warning(
-                "mqtt: %s; retrying with backoff up to %.0f s (attempt %d); visits are kept in "
+                "mqtt: %s; retrying with backoff up to %g s (attempt %d); visits are kept in "
                 "the local outbox",
                 what,
                 self.cfg.reconnect_max_s,
@@ -541,16 +541,21 @@ class Publisher:
                 log.exception("mqtt: publisher step failed; retrying in %.1f s", backoff)
 
     def _flush_acks(self) -> None:
-        """On stop: wait briefly for PUBACKs of what is in flight, so that it is marked
-        delivered now rather than sent again after the restart."""
+        """On stop, while still connected: send what is waiting (visits the pipeline flushed
+        on shutdown, too) and wait briefly for the PUBACKs, so that they are marked delivered
+        now rather than sent again after the restart. Bounded by STOP_FLUSH_S."""
         deadline = time.monotonic() + STOP_FLUSH_S
         while True:
             try:
                 self._collect_acks()
+                if self._connected:
+                    self._fill_window()
+                if not self._inflight and (not self._connected or self.store.outbox_depth() == 0):
+                    return
             except Exception:
-                log.exception("mqtt: could not mark delivered visits")
+                log.exception("mqtt: could not publish the last visits before stopping")
                 return
-            if not self._inflight or not self._connected or time.monotonic() >= deadline:
+            if not self._connected or time.monotonic() >= deadline:
                 return
             self._wake.wait(0.05)
             self._wake.clear()

@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
 
 from kiosk.counters import Counters
 from kiosk.mqtt import Publisher
@@ -176,12 +177,19 @@ def kioskd_config(tmp_path: Path, port: int, **camera):
     return write_config(tmp_path, mqtt=mqtt, camera={"source": "demo", "realtime": False, **camera})
 
 
+def _stored_count(tmp_path: Path) -> int:
+    try:
+        return len(stored_visits(tmp_path))
+    except SQLAlchemyError:  # the daemon is still creating the schema
+        return 0
+
+
 def test_kioskd_killed_while_broker_down_backlog_sent_after_restart(tmp_path):
     port = free_port()  # no broker yet
     cfg = kioskd_config(tmp_path, port)
     proc = start_kioskd(cfg)
     try:
-        assert wait_until(lambda: len(stored_visits(tmp_path)) >= 2, 40), "no visits stored"
+        assert wait_until(lambda: _stored_count(tmp_path) >= 2, 40), "no visits stored"
     finally:
         proc.kill()  # SIGKILL: no clean shutdown
         out = proc.communicate(timeout=10)[0]
