@@ -381,7 +381,12 @@ class Publisher:
     def start(self) -> None:
         if not self.cfg.enabled or self._thread is not None:
             return
-        self._trim()
+        try:
+            self._trim()
+            waiting = self.store.outbox_depth()
+        except Exception:  # the drain thread retries; never keep the daemon from starting
+            log.exception("mqtt: could not read the outbox at start")
+            waiting = -1
         client = make_client(
             self.cfg, f"kiosk-{self.device_id}", self._password, will_topic=self.topics["status"]
         )
@@ -399,7 +404,7 @@ class Publisher:
             tls,
             auth,
             f"kiosk-{self.device_id}",
-            self.store.outbox_depth(),
+            waiting,
         )
         client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         client.loop_start()

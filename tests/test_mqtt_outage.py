@@ -227,3 +227,29 @@ def test_lwt_offline_after_kill9_of_kioskd(tmp_path):
         with Subscriber(broker.port, [status]) as late:
             assert late.wait_for(lambda s: s.payloads(status) == ["offline"], 3)
             assert late.on(status)[0].retain
+
+
+def test_delivered_only_after_the_broker_acknowledges(tmp_path):
+    """A frozen broker (SIGSTOP) receives the bytes but sends no PUBACK: nothing is marked."""
+    store = Store(f"sqlite:///{tmp_path / 'kiosk.db'}")
+    with Broker(tmp_path) as broker, Subscriber(broker.port, ["kiosk/+/visit"]) as sub:
+        pub = Publisher(fast_cfg(broker.port, keepalive_s=60), DEV, store, ZoneInfo("UTC"))
+        pub.start()
+        try:
+            assert wait_until(lambda: pub.connected, 5)
+            time.sleep(0.3)  # online, discovery and stats acknowledged
+            broker.proc.send_signal(signal.SIGSTOP)
+            try:
+                store.add_visit(make_visit(), outbox=True)
+                pub.wake()
+                assert wait_until(lambda: pub._inflight, 2)  # handed to paho, sent
+                time.sleep(1.0)
+                assert store.outbox_depth() == 1 and pub.delivered == 0
+            finally:
+                broker.proc.send_signal(signal.SIGCONT)
+            assert wait_until(lambda: store.outbox_depth() == 0, 5)
+            assert pub.delivered == 1
+            assert sub.wait_for(lambda s: len(received_ids(s)) == 1, 3)
+        finally:
+            pub.stop(timeout=2)
+            store.close()
