@@ -123,8 +123,22 @@ class Daemon:
         if visits or checks:
             log.info("retention: deleted %d visits and %d checks before %s", visits, checks, cutoff)
 
+    def visits_today(self) -> int | None:
+        """Visits stored since local midnight (config timezone); one indexed COUNT."""
+        now = datetime.now(self.cfg.tz)
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        try:
+            day_end = midnight + timedelta(days=1)
+            counts = self.store.visit_counts(midnight, day_end, self.cfg.device_id)
+        except SQLAlchemyError:
+            return None
+        return sum(counts.values())
+
     def status_line(self) -> str:
-        return f"fps {self.counters.fps:.1f}, visits {self.counters.visits}, {self.source.state}"
+        """systemd's STATUS= (shown by `systemctl status kiosk`)."""
+        today = self.visits_today()
+        visits = "?" if today is None else today
+        return f"fps {self.counters.fps:.1f}, visits today {visits}, {self.source.state}"
 
     def install_signals(self) -> None:
         def stop(signum, _frame) -> None:

@@ -177,3 +177,22 @@ def test_ready_watchdog_follows_frames_and_stopping(tmp_path: Path, listener) ->
         server.stop()
     assert proc.returncode == 0, out
     assert listener.times("READY=1") == [ready]  # exactly once
+
+
+def test_status_counts_todays_visits_across_restarts(tmp_path: Path, listener) -> None:
+    """STATUS= shows today's visits from the database, not just this process's count."""
+    from tests.kioskd import run_kioskd, stored_visits
+
+    cfg = write_config(tmp_path, camera={"source": "demo", "realtime": False})
+    first = run_kioskd(cfg)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stored = len(stored_visits(tmp_path))
+    assert stored >= 2
+
+    env = {"NOTIFY_SOCKET": str(listener.path)}
+    proc = start_kioskd(cfg, "--max-frames", "1", env=env)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    listener.wait_for("READY=1", 5)
+    ready = next(m for _, m in listener.messages if "READY=1" in m.splitlines())
+    assert f"visits today {stored}," in ready, ready
