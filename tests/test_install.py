@@ -16,24 +16,41 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "deploy" / "install.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A copy of the files install.sh uses, so edits in the working tree during the test
+    cannot change what it installs, and the script is run from somewhere else."""
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("deploy", "kiosk", "docs"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "config.example.yaml", "README.md"):
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, src / name)
+    return src
+
+
+def run(*args: str, src: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess[str]:
+    script = src / "deploy" / "install.sh"
     proc = subprocess.run(
-        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=600, cwd="/"
+        ["bash", str(script), *args], capture_output=True, text=True, timeout=600, cwd="/"
     )
     if check:
         assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}{proc.stderr}"
     return proc
 
 
-def install(prefix: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def install(
+    src: Path, prefix: Path, *extra: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     # Offline: the dependencies this test process already has are all the venv gets.
     args = ["--prefix", str(prefix), "--no-systemctl", "--python", sys.executable]
-    return run(*args, "--system-site-packages", "--offline", *extra, check=check)
+    return run(*args, "--system-site-packages", "--offline", *extra, src=src, check=check)
 
 
 def prepare_venv(prefix: Path) -> None:
@@ -72,11 +89,11 @@ def test_usage_errors() -> None:
     assert purge.returncode != 0 and "--purge only goes with --uninstall" in purge.stderr
 
 
-def test_install_twice_then_uninstall_then_purge(tmp_path: Path) -> None:
+def test_install_twice_then_uninstall_then_purge(tmp_path: Path, checkout: Path) -> None:
     prefix = tmp_path / "root"
     prefix.mkdir()
     prepare_venv(prefix)
-    first = install(prefix)
+    first = install(checkout, prefix)
     assert "config ok" in first.stdout
 
     opt, etc = prefix / "opt" / "kiosk", prefix / "etc" / "kiosk"
@@ -87,11 +104,11 @@ def test_install_twice_then_uninstall_then_purge(tmp_path: Path) -> None:
         [str(opt / "bin" / "kioskd"), "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("kioskd ")
-    assert (etc / "config.yaml").read_bytes() == (ROOT / "config.example.yaml").read_bytes()
+    assert (etc / "config.yaml").read_bytes() == (checkout / "config.example.yaml").read_bytes()
     cred = etc / "mqtt_password"
     assert cred.read_bytes() == b"" and stat.S_IMODE(cred.stat().st_mode) == 0o600
 
-    unit_src = ROOT / "deploy" / "systemd"
+    unit_src = checkout / "deploy" / "systemd"
     repo_units = sorted(p.name for p in unit_src.iterdir() if p.suffix in (".service", ".timer"))
     assert sorted(p.name for p in units.glob("kiosk*")) == repo_units
     service = (units / "kiosk.service").read_text()
@@ -120,14 +137,14 @@ def test_install_twice_then_uninstall_then_purge(tmp_path: Path) -> None:
     with (etc / "config.yaml").open("a") as f:
         f.write("# edited on site\n")
     before = snapshot(prefix)
-    second = install(prefix)
+    second = install(checkout, prefix)
     assert "kept the existing" in second.stdout
     assert snapshot(prefix) == before
     assert (etc / "config.yaml").read_text().endswith("# edited on site\n")
 
     # An upgrade that the existing config does not pass stops with EX_CONFIG, config untouched.
     (etc / "config.yaml").write_text("camera:\n  fsp: 15\n")
-    bad = install(prefix, check=False)
+    bad = install(checkout, prefix, check=False)
     assert bad.returncode == 78, bad.stdout + bad.stderr
     assert "camera.fsp" in bad.stderr
     assert (etc / "config.yaml").read_text() == "camera:\n  fsp: 15\n"
@@ -136,7 +153,7 @@ def test_install_twice_then_uninstall_then_purge(tmp_path: Path) -> None:
     state = prefix / "var" / "lib" / "kiosk"
     state.mkdir(parents=True)
     (state / "kiosk.db").write_bytes(b"visits")
-    run("--prefix", str(prefix), "--no-systemctl", "--uninstall")
+    run("--prefix", str(prefix), "--no-systemctl", "--uninstall", src=checkout)
     assert not opt.exists()
     assert not list(units.glob("kiosk*")) and not list(units.rglob("*.wants/kiosk*"))
     assert not (units / "systemd-time-wait-sync.service.d").exists()
@@ -144,5 +161,5 @@ def test_install_twice_then_uninstall_then_purge(tmp_path: Path) -> None:
     assert (etc / "config.yaml").exists() and cred.exists()
 
     # ... unless asked.
-    run("--prefix", str(prefix), "--no-systemctl", "--uninstall", "--purge")
+    run("--prefix", str(prefix), "--no-systemctl", "--uninstall", "--purge", src=checkout)
     assert not state.exists() and not etc.exists()
