@@ -136,7 +136,7 @@ install_venv() {
 			"(on JetPack 6: apt install python3.11 python3.11-venv, then --python python3.11)"
 	if [ -x "$OPT/bin/python" ] && ! "$OPT/bin/python" -c '' 2>/dev/null; then
 		log "the virtual environment in $OPT is broken (Python upgraded?); recreating it"
-		rm -rf "$OPT/bin" "$OPT/lib" "$OPT/lib64" "$OPT/include" "$OPT/pyvenv.cfg"
+		rm -rf "${OPT:?}/bin" "${OPT:?}/lib" "${OPT:?}/lib64" "${OPT:?}/include" "${OPT:?}/pyvenv.cfg"
 	fi
 	if [ ! -x "$OPT/bin/python" ]; then
 		local venv_args=()
@@ -149,7 +149,7 @@ install_venv() {
 	[ "$OFFLINE" = 0 ] || pip+=(--no-index --no-build-isolation)
 	[ -z "$WHEELHOUSE" ] || pip+=(--no-index --find-links "$WHEELHOUSE")
 	local target="$SRC"
-	[ -z "$EXTRAS" ] || target="$SRC[$EXTRAS]"
+	[ -z "$EXTRAS" ] || target="${SRC}[$EXTRAS]"
 	# A build directory inside a read-only or shared checkout is not needed: build in a temp dir.
 	local build
 	build=$(mktemp -d)
@@ -280,8 +280,9 @@ if [ "$UNINSTALL" = 1 ]; then
 	uninstall
 	exit 0
 fi
-[ -e "$SRC/pyproject.toml" ] && [ -e "$HERE/systemd/kiosk.service" ] ||
+if [ ! -e "$SRC/pyproject.toml" ] || [ ! -e "$HERE/systemd/kiosk.service" ]; then
 	die "run this script from a kiosk checkout (deploy/install.sh)"
+fi
 install_user
 install_venv
 install_files

@@ -163,3 +163,11 @@ def test_install_twice_then_uninstall_then_purge(tmp_path: Path, checkout: Path)
     # ... unless asked.
     run("--prefix", str(prefix), "--no-systemctl", "--uninstall", "--purge", src=checkout)
     assert not state.exists() and not etc.exists()
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_shellcheck_clean() -> None:
+    proc = subprocess.run(
+        ["shellcheck", str(ROOT / "deploy" / "install.sh")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout
