@@ -24,7 +24,14 @@ import yaml
 EX_CONFIG = 78
 # thermal.reference as a box: x,y,w,h in thermal pixels, width and height at least 1.
 REFERENCE_BOX = re.compile(r"\d+,\d+,[1-9]\d*,[1-9]\d*")
-MAX_CONFIG_BYTES = 1_000_000
+# 17x config.example.yaml with every comment. Pure-Python PyYAML parsed a 1 MB file in 30-50 s
+# on a busy 2-core x86 (libyaml in ~1 s); either way well inside systemd's start timeout.
+MAX_CONFIG_BYTES = 128_000
+# libyaml when PyYAML was built with it (much faster), else the pure-Python safe loader.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# The real config nests 3 deep; PyYAML's scanner slows down quadratically with depth and its
+# composer recurses, so a 100 kB file of '[' would hang for minutes, then crash.
+MAX_CONFIG_DEPTH = 16
 
 
 class ConfigError(Exception):
@@ -330,11 +337,25 @@ def _validate_semantics(cfg: Config) -> None:
         raise ConfigError("gate.http_port", why)
 
 
+_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+         yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)  # fmt: skip
+_CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
 def _reject_aliases(text: str, path: Path) -> None:
-    """YAML anchors/aliases are never needed here and enable alias bombs."""
-    for token in yaml.scan(text):
+    """YAML anchors/aliases are never needed here and enable alias bombs; deep nesting is
+    refused as soon as the scanner reaches it."""
+    depth = 0
+    for token in yaml.scan(text, Loader=_LOADER):
         if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
             raise ConfigError(str(path), "YAML anchors and aliases are not allowed")
+        if isinstance(token, _OPEN):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                why = f"nested deeper than {MAX_CONFIG_DEPTH} levels"
+                raise ConfigError(str(path), why)
+        elif isinstance(token, _CLOSE):
+            depth -= 1
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
@@ -367,7 +388,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(str(path), "not a text file (contains NUL bytes)")
     try:
         _reject_aliases(text, path)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -67,6 +67,10 @@ class Tracker:
         return 0.0
 
     def update(self, boxes: list[Box], t_mono: float, t_wall: datetime) -> TrackUpdate:
+        # Age first: a face unseen for longer than max_gap_s ends its visit even when the next
+        # frame (after a camera stall) shows it again, whether or not ticks came in between.
+        ended = [t for t in self.tracks if t_mono - t.last_mono > self.max_gap_s]
+        self.tracks = [t for t in self.tracks if t_mono - t.last_mono <= self.max_gap_s]
         pairs = sorted(
             (
                 (a, ti, bi)
@@ -94,8 +98,6 @@ class Tracker:
                 self._next_id += 1
                 self.tracks.append(track)
                 seen.append((track, box))
-        ended = [t for t in self.tracks if t_mono - t.last_mono > self.max_gap_s]
-        self.tracks = [t for t in self.tracks if t_mono - t.last_mono <= self.max_gap_s]
         return self._split(seen, ended)
 
     def close_all(self) -> TrackUpdate:

@@ -13,6 +13,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from kiosk.classify import Classifier
+from kiosk.counters import Counters
+from kiosk.detect import FaceDetector
+from kiosk.focus import FocusedDetector
+from kiosk.gate import OffGate
+from kiosk.motion import MotionDetector
+from kiosk.pipeline import Pipeline
+from kiosk.track import Tracker
 from tests.kioskd import start_kioskd
 
 COMMITTED = re.compile(r"visit ([0-9a-f-]{36}) committed")
@@ -129,3 +137,17 @@ def fill(folder: Path) -> Path:
             except OSError:
                 continue
     return filler
+
+
+def real_pipeline(on_visit, counters: Counters | None = None) -> Pipeline:
+    """The daemon's stages with their default settings and the shipped models."""
+    return Pipeline(
+        FocusedDetector(FaceDetector(1.15, 5, 60, 2.0), MotionDetector()),
+        Tracker(),
+        Classifier(),
+        OffGate(),
+        on_visit=on_visit,
+        on_check=lambda c: None,
+        counters=counters if counters is not None else Counters(),
+        device_id="test",
+    )

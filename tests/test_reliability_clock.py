@@ -15,19 +15,11 @@ from pathlib import Path
 import cv2
 import pytest
 
-from kiosk.classify import Classifier
-from kiosk.counters import Counters
-from kiosk.detect import FaceDetector
-from kiosk.focus import FocusedDetector
 from kiosk.frames import Frame
-from kiosk.gate import OffGate
-from kiosk.motion import MotionDetector
-from kiosk.pipeline import Pipeline
 from kiosk.store import Store
-from kiosk.track import Tracker
 from kiosk.visit import Visit
 from tests.kioskd import run_kioskd, stored_visits, write_config
-from tests.reliability import RunningKioskd, db_health
+from tests.reliability import RunningKioskd, db_health, real_pipeline
 from tools.make_demo import ENTER_S, FPS, Appearance, render, write_video
 
 FAKETIME_LIBS = [
@@ -50,20 +42,6 @@ def faketime_env(offset_file: Path) -> dict[str, str]:
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         "FAKETIME_CACHE_DURATION": "1",
     }
-
-
-def real_pipeline(on_visit) -> Pipeline:
-    """The daemon's stages with their default settings and the shipped models."""
-    return Pipeline(
-        FocusedDetector(FaceDetector(1.15, 5, 60, 2.0), MotionDetector()),
-        Tracker(),
-        Classifier(),
-        OffGate(),
-        on_visit=on_visit,
-        on_check=lambda c: None,
-        counters=Counters(),
-        device_id="test",
-    )
 
 
 @pytest.fixture(scope="module")
