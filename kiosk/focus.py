@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kiosk.config import DetectorConfig
 from kiosk.detect import Box, FaceDetector
 from kiosk.motion import MotionDetector
 
@@ -18,6 +19,17 @@ def _intersect(a: Box, b: Box) -> Box:
     x0, y0 = max(a.x, b.x), max(a.y, b.y)
     x1, y1 = min(a.x + a.w, b.x + b.w), min(a.y + a.h, b.y + b.h)
     return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+
+def person_region(face: Box, width: int, height: int) -> Box:
+    """Where a tracked person's own movement shows: around the head and the body below it.
+
+    Motion there is not a newcomer; a person who does appear inside it is still found by the
+    periodic full-frame pass.
+    """
+    x0, y0 = max(0, int(face.x - 1.5 * face.w)), max(0, int(face.y - 0.6 * face.h))
+    x1 = min(width, int(face.x + 2.5 * face.w))
+    return Box(x0, y0, max(0, x1 - x0), max(0, height - y0))
 
 
 def suppress_duplicates(boxes: list[Box], iou: float = 0.4) -> list[Box]:
@@ -48,13 +60,24 @@ class FocusedDetector:
         self.window_frames = 0
         self.skipped_frames = 0
 
+    @classmethod
+    def from_config(cls, d: DetectorConfig) -> FocusedDetector:
+        """The detector kioskd runs for the `detector` config section."""
+        return cls(
+            FaceDetector(d.scale_factor, d.min_neighbors, d.min_size_px, d.downscale),
+            MotionDetector() if d.focus else None,
+            roi=Box(*d.roi) if d.roi else None,
+        )
+
     def detect(self, image: np.ndarray, tracked: list[Box]) -> list[Box]:
         h, w = image.shape[:2]
         windows = [b.expanded(self.window_scale, w, h) for b in tracked]
         if self.roi is not None:
             windows = [_intersect(win, self.roi) for win in windows]
         self._since_full += 1
-        newcomer = self.motion is None or self.motion.moved(image, windows)
+        newcomer = self.motion is None or self.motion.moved(
+            image, [person_region(b, w, h) for b in tracked]
+        )
         if newcomer or (windows and self._since_full >= self.full_every):
             self._since_full = 0
             self.full_frames += 1
@@ -63,5 +86,10 @@ class FocusedDetector:
             self.skipped_frames += 1
             return []
         self.window_frames += 1
-        found = [b for win in windows if win.area for b in self.detector.detect(image, win)]
+        found = [
+            face
+            for win, box in zip(windows, tracked, strict=True)
+            if win.area
+            for face in self.detector.detect(image, win, face_px=box.w)
+        ]
         return suppress_duplicates(found)
