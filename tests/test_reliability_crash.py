@@ -65,4 +65,5 @@ def test_sigkill_twenty_times_loses_no_committed_visit(tmp_path):
     health = db_health(db)
     assert health["integrity"] == "ok"
     assert set(committed) <= set(health["ids"])
+    print(f"seed {seed}: {KILLS} kills, {len(committed)} visits committed before a kill, all kept")
     assert len(health["ids"]) == len(committed) + r.stderr.count(" committed: ")

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from kiosk.classify import DEFAULT_MODEL_DIR
-from kiosk.config import EX_CONFIG
+from kiosk.config import EX_CONFIG, GateConfig, ThermalConfig
 from kiosk.counters import Counters
+from kiosk.detect import Box
 from kiosk.frames import Frame, demo_video_path
+from kiosk.gate import build_gate
 from kiosk.visit import Visit
 from tests.kioskd import run_kioskd, write_config
 from tests.reliability import real_pipeline
@@ -194,3 +196,32 @@ def test_broken_config_files_exit_78_quickly(tmp_path, name):
     assert f"kioskd: config error: {path}: " in r.stderr, r.stderr
     assert reason in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_nan_inf_blank_thermal_frames_are_counted_and_give_unmeasured(tmp_path):
+    good = np.full((60, 80), 22.0, np.float32)
+    nan, inf, hot = good.copy(), good.copy(), good.copy()
+    nan[10:20, 10:20] = np.nan
+    inf[30, 40] = np.inf
+    hot[0, 0] = 5000.0  # out of any physical scene range
+    blank = np.full((60, 80), 36.0, np.float32)
+    path = tmp_path / "bad.npy"
+    np.save(path, np.stack([nan, inf, blank, hot]))
+    thermal = ThermalConfig(source="replay", device=str(path), fps=40.0)
+    counters = Counters()
+    gate = build_gate(GateConfig(mode="thermal"), thermal, counters)
+    try:
+        deadline = time.monotonic() + 10
+        while gate.source.frames_read < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        image = demo_frames(int(2.0 * 15), 1)[0]
+        box = Box(250, 120, 140, 140)
+        for i in range(30):
+            gate.observe(1, box, Frame(image, i, time.monotonic(), T0))
+            time.sleep(0.03)
+        result = gate.decide(1, 0.0, time.monotonic())
+    finally:
+        gate.close()
+    assert counters.thermal_rejected >= 20
+    assert result.status == "unmeasured" and result.record is False
+    assert result.temperature_c is None
