@@ -12,7 +12,7 @@ monotonic clock restarts, so nothing can tell how wrong their stamps were.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -28,19 +28,22 @@ def wall_offset_s() -> float:
     return time.time() - time.monotonic()
 
 
+@functools.cache
+def _adjtimex():
+    """libc's adjtimex from the symbols already loaded into this process (no library search)."""
+    return getattr(ctypes.CDLL(None, use_errno=True), "adjtimex", None)
+
+
 def kernel_synced() -> bool | None:
     """The kernel's NTP status (chrony, ntpd and timesyncd keep it); None if unavailable.
 
     A read-only adjtimex(); systemd's ProtectClock= refuses it with EPERM.
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
+    adjtimex = _adjtimex()
+    if adjtimex is None:
         return None
-    libc = ctypes.CDLL(name, use_errno=True)
-    if not hasattr(libc, "adjtimex"):
-        return None
-    timex = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
-    state = libc.adjtimex(timex)
+    timex = ctypes.create_string_buffer(512)  # struct timex with modes = 0: read only
+    state = adjtimex(timex)
     if state < 0:  # EPERM under a seccomp filter, ENOSYS elsewhere
         return None
     return state != _TIME_ERROR
