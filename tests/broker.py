@@ -74,7 +74,63 @@ class TlsFiles:
 
 
 def make_tls_files(folder: Path, hostname: str = "localhost") -> TlsFiles:
-    """A throwaway CA, a server cert (SAN hostname + 127.0.0.1) and a client cert."""
+    """A throwaway CA, a server cert (SAN hostname + 127.0.0.1) and a client cert; made with
+    the ``cryptography`` package when it is installed, else with the openssl CLI."""
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        if not shutil.which("openssl"):
+            pytest.skip("neither the cryptography package nor the openssl CLI is available")
+        return _make_tls_files_openssl(folder, hostname)
+    return _make_tls_files_cryptography(folder, hostname)
+
+
+def _make_tls_files_openssl(folder: Path, hostname: str) -> TlsFiles:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(
+        ca=folder / "ca.crt",
+        server_cert=folder / "server.crt",
+        server_key=folder / "server.key",
+        client_cert=folder / "client.crt",
+        client_key=folder / "client.key",
+    )
+    ca_key = folder / "ca.key"
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+    def ec_key(path: Path) -> None:
+        run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(path))
+
+    ec_key(ca_key)
+    ca_ext = folder / "ca.ext"
+    ca_ext.write_text(
+        "[req]\ndistinguished_name=dn\n[dn]\n[v3_ca]\nbasicConstraints=critical,CA:TRUE\n"
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n"
+        "subjectKeyIdentifier=hash\n"
+    )
+    run("req", "-x509", "-new", "-key", str(ca_key), "-subj", "/CN=kiosk test CA", "-days", "1",
+        "-config", str(ca_ext), "-extensions", "v3_ca", "-out", str(files.ca))  # fmt: skip
+
+    def leaf(cn: str, key: Path, cert: Path, ext: str) -> None:
+        ec_key(key)
+        csr = cert.with_suffix(".csr")
+        run("req", "-new", "-key", str(key), "-subj", f"/CN={cn}", "-out", str(csr))
+        extfile = cert.with_suffix(".ext")
+        extfile.write_text(
+            "basicConstraints=critical,CA:FALSE\nauthorityKeyIdentifier=keyid\n" + ext
+        )
+        ca = ("-CA", str(files.ca), "-CAkey", str(ca_key), "-CAcreateserial")
+        run("x509", "-req", "-in", str(csr), *ca, "-days", "1", "-extfile", str(extfile),
+            "-out", str(cert))  # fmt: skip
+
+    leaf(hostname, files.server_key, files.server_cert,
+         f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{hostname},IP:127.0.0.1\n")  # fmt: skip
+    leaf("kiosk-client", files.client_key, files.client_cert, "extendedKeyUsage=clientAuth\n")
+    return files
+
+
+def _make_tls_files_cryptography(folder: Path, hostname: str) -> TlsFiles:
     import datetime as dt
     import ipaddress
 
