@@ -3,9 +3,12 @@
 kioskd runs as in production (file replay looped as fast as the CPU allows, a real mosquitto
 receiving every visit, SQLite in WAL mode) while this script samples its resident memory,
 open file descriptors and threads from /proc. After a warm-up (allocator pools, SQLite page
-cache, LiteRT arenas settle), resident memory may grow by at most --max-growth-mb, and the
-descriptor and thread counts must not change. At the end kioskd must exit 0 and every visit it
-logged as committed must be in an intact database.
+cache, LiteRT arenas settle), resident memory may grow by at most 10 MB and the thread count
+and the descriptors other than SQLite connections must not change. SQLite connections are
+counted apart: SQLAlchemy's pool opens a second one (database + WAL descriptors) the first time
+the publisher thread reads while the frame loop writes, which can happen at any time; they must
+stay within the pool's size. At the end kioskd must exit 0 and every visit it logged as
+committed must be in an intact database and must have reached the broker.
 
     python -m tools.soak                    # the documented 30-minute run
     python -m tools.soak --duration 120     # the CI version (tests/test_reliability_soak.py)
@@ -36,6 +39,8 @@ from pathlib import Path
 import yaml
 
 COMMITTED = re.compile(r"visit ([0-9a-f-]{36}) committed")
+#: SQLAlchemy's QueuePool keeps at most this many connections open (pool_size default).
+MAX_DB_CONNECTIONS = 5
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Sample:
     rss_kb: int
     fds: int
     threads: int
+    db_connections: int = 0  # descriptors open on the database file itself
 
 
 @dataclass
@@ -54,7 +60,9 @@ class Result:
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     rss_growth_mb: float = 0.0
-    fds: tuple[int, int] = (0, 0)
+    fds: tuple[int, int] = (0, 0)  # all descriptors, min..max after warm-up
+    other_fds: tuple[int, int] = (0, 0)  # without SQLite connections
+    db_connections: tuple[int, int] = (0, 0)
     threads: tuple[int, int] = (0, 0)
     frames: int = 0
     fps: float = 0.0
@@ -66,14 +74,21 @@ class Result:
     failures: list[str] = field(default_factory=list)
 
 
-def proc_sample(pid: int, t_s: float) -> Sample | None:
+def proc_sample(pid: int, t_s: float, db: Path) -> Sample | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        links = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except FileNotFoundError:  # closed while listing
+                continue
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return Sample(t_s, int(fields["VmRSS"].split()[0]), fds, int(fields["Threads"]))
+    db_conns = sum(link == str(db) for link in links)
+    rss = int(fields["VmRSS"].split()[0])
+    return Sample(t_s, rss, len(links), int(fields["Threads"]), db_conns)
 
 
 def free_port() -> int:
@@ -137,6 +152,7 @@ def soak(duration_s: float, warmup_s: float, interval_s: float, workdir: Path) -
     }
     config = workdir / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
+    db = (workdir / "state" / "kiosk.db").resolve()
     cmd = [sys.executable, "-m", "kiosk.service", "--config", str(config)]
     cmd += ["--duration", str(duration_s)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -147,12 +163,13 @@ def soak(duration_s: float, warmup_s: float, interval_s: float, workdir: Path) -
         stop = threading.Event()
         try:
             while proc.poll() is None:
-                sample = proc_sample(proc.pid, time.monotonic() - t0)
+                sample = proc_sample(proc.pid, time.monotonic() - t0, db)
                 if sample is not None:
                     result.samples.append(sample)
                     print(
                         f"{sample.t_s:7.0f} s  rss {sample.rss_kb / 1024:6.1f} MB  "
-                        f"fds {sample.fds:3d}  threads {sample.threads:3d}",
+                        f"fds {sample.fds:3d} (db connections {sample.db_connections})  "
+                        f"threads {sample.threads:3d}",
                         flush=True,
                     )
                 stop.wait(interval_s)
@@ -172,7 +189,6 @@ def soak(duration_s: float, warmup_s: float, interval_s: float, workdir: Path) -
     summary = re.search(r"summary: frames=(\d+) fps=([\d.]+)", text)
     if summary:
         result.frames, result.fps = int(summary.group(1)), float(summary.group(2))
-    db = workdir / "state" / "kiosk.db"
     with sqlite3.connect(db) as conn:
         result.integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
         ids = {r[0] for r in conn.execute("SELECT id FROM visits")}
@@ -182,7 +198,9 @@ def soak(duration_s: float, warmup_s: float, interval_s: float, workdir: Path) -
 
 
 def judge(r: Result, missing: set[str], max_growth_mb: float = 10.0) -> None:
-    steady = [s for s in r.samples if s.t_s >= r.warmup_s]
+    # kioskd's --duration starts after its start-up, so samples up to duration_s are all from
+    # the running loop, none from the shutdown.
+    steady = [s for s in r.samples if r.warmup_s <= s.t_s <= r.duration_s]
     if len(steady) < 3:
         r.failures.append(f"only {len(steady)} samples after the {r.warmup_s:.0f} s warm-up")
         return
@@ -190,12 +208,20 @@ def judge(r: Result, missing: set[str], max_growth_mb: float = 10.0) -> None:
     r.rss_start_mb = statistics.median(s.rss_kb for s in steady[:3]) / 1024
     r.rss_end_mb = steady[-1].rss_kb / 1024
     r.rss_growth_mb = max(s.rss_kb for s in steady) / 1024 - r.rss_start_mb
-    r.fds = (min(s.fds for s in steady), max(s.fds for s in steady))
-    r.threads = (min(s.threads for s in steady), max(s.threads for s in steady))
+
+    def span(values: list[int]) -> tuple[int, int]:
+        return min(values), max(values)
+
+    r.fds = span([s.fds for s in steady])
+    r.other_fds = span([s.fds - 2 * s.db_connections for s in steady])  # database + WAL
+    r.db_connections = span([s.db_connections for s in steady])
+    r.threads = span([s.threads for s in steady])
     if r.rss_growth_mb > max_growth_mb:
         r.failures.append(f"resident memory grew {r.rss_growth_mb:.1f} MB (> {max_growth_mb})")
-    if r.fds[0] != r.fds[1]:
-        r.failures.append(f"open file descriptors changed: {r.fds[0]}..{r.fds[1]}")
+    if r.other_fds[0] != r.other_fds[1]:
+        r.failures.append(f"file descriptors changed: {r.other_fds[0]}..{r.other_fds[1]}")
+    if r.db_connections[1] > MAX_DB_CONNECTIONS:
+        r.failures.append(f"{r.db_connections[1]} SQLite connections (> {MAX_DB_CONNECTIONS})")
     if r.threads[0] != r.threads[1]:
         r.failures.append(f"threads changed: {r.threads[0]}..{r.threads[1]}")
     if r.exit_code != 0:
