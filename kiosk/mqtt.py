@@ -61,6 +61,10 @@ TRIM_INTERVAL_S = 600.0
 # While the broker cannot be reached, repeat the warning at most this often (else DEBUG).
 WARN_EVERY_S = 300.0
 STOP_FLUSH_S = 2.0
+# Visits stamped before the wall clock was trusted are held back this long (the clock is
+# usually trusted within a minute of boot, and then they are restamped in the database and
+# sent with the right times); after that they are sent as they are, flagged clock_synced false.
+UNSYNCED_HOLD_S = 180.0
 
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -92,6 +96,9 @@ def visit_payload(visit: Visit, publish_temperature: bool) -> dict[str, Any]:
         "gender_confidence": round(float(visit.gender_confidence), 4),
         "temperature_status": visit.temperature_status,
     }
+    if not getattr(visit, "clock_synced", True):
+        # Stamped before the wall clock was trusted (kiosk/clock.py): the times may be off.
+        p["clock_synced"] = False
     if publish_temperature:
         t = visit.temperature_c
         p["temperature_c"] = None if t is None else round(float(t), 2)
@@ -357,6 +364,7 @@ class Publisher:
         self._seen_gen = 0
         self._last_stats = 0.0
         self._last_trim = 0.0
+        self._unsynced_since: float | None = None
         # connection-problem logging (paho's thread)
         self._fail_count = 0
         self._last_warn = 0.0
@@ -553,10 +561,9 @@ class Publisher:
         while True:
             try:
                 self._collect_acks()
-                if self._connected:
-                    self._fill_window()
-                if not self._inflight and (not self._connected or self.store.outbox_depth() == 0):
-                    return
+                sent = self._fill_window() if self._connected else 0
+                if not self._inflight and sent == 0:
+                    return  # nothing in flight and nothing (more) that may be sent now
             except Exception:
                 log.exception("mqtt: could not publish the last visits before stopping")
                 return
@@ -570,6 +577,8 @@ class Publisher:
         due = self._last_stats + self.cfg.stats_interval_s
         if self._stats_due:
             due = min(due, self._last_stats + STATS_MIN_GAP_S)
+        if self._unsynced_since is not None and self._unsynced_since + UNSYNCED_HOLD_S > now:
+            due = min(due, self._unsynced_since + UNSYNCED_HOLD_S)  # the hold ends
         return max(0.05, min(due - now, self._last_trim + TRIM_INTERVAL_S - now, 5.0))
 
     def _step(self) -> None:
@@ -625,10 +634,10 @@ class Publisher:
         info._set_as_published()
         self._inflight[-oid] = (oid, info)
 
-    def _fill_window(self) -> None:
+    def _fill_window(self) -> int:
         room = WINDOW - len(self._inflight)
         if room <= 0:
-            return
+            return 0
         client = self.client
         assert client is not None
         sent = 0
@@ -637,6 +646,19 @@ class Publisher:
                 continue
             if not self._connected or sent >= room:
                 break
+            if not entry.visit.clock_synced:
+                now = time.monotonic()
+                if self._unsynced_since is None:
+                    self._unsynced_since = now
+                    log.info(
+                        "mqtt: holding visits stamped before the wall clock was trusted "
+                        "(up to %.0f s) so that they are sent with corrected times",
+                        UNSYNCED_HOLD_S,
+                    )
+                if now - self._unsynced_since < UNSYNCED_HOLD_S:
+                    break  # in order: later visits wait behind it
+            else:
+                self._unsynced_since = None
             payload = json.dumps(
                 visit_payload(entry.visit, self.cfg.publish_temperature), separators=(",", ":")
             )
@@ -646,6 +668,7 @@ class Publisher:
             self._inflight[info.mid] = (entry.id, info)
             self._inflight_ids.add(entry.id)
             sent += 1
+        return sent
 
     def _publish_stats(self) -> None:
         assert self.client is not None

@@ -423,15 +423,19 @@ class Store:
 
     def trim_outbox(self, max_age_s: float, max_count: int, now: datetime | None = None) -> int:
         """Drop undelivered entries older than max_age_s or beyond max_count (oldest first),
-        and delivered entries; returns how many undelivered entries were dropped."""
+        and delivered entries; returns how many undelivered entries were dropped. Visits
+        stamped before the clock was trusted have no meaningful age: only the count bounds
+        them."""
         now_n = to_utc_naive(now or datetime.now(UTC))
         dropped = 0
         with self._sessions.begin() as s:
             s.execute(delete(OutboxRow).where(OutboxRow.delivered_at.is_not(None)))
             cutoff = now_n - timedelta(seconds=max_age_s)
-            dropped += (
-                s.execute(delete(OutboxRow).where(OutboxRow.created_at < cutoff)).rowcount or 0
+            synced = select(VisitRow.id).where(VisitRow.clock_synced.is_(True))
+            old = delete(OutboxRow).where(
+                OutboxRow.created_at < cutoff, OutboxRow.visit_id.in_(synced)
             )
+            dropped += s.execute(old).rowcount or 0
             pending = s.scalar(select(func.count()).select_from(OutboxRow)) or 0
             if pending > max_count:
                 oldest = select(OutboxRow.id).order_by(OutboxRow.id).limit(pending - max_count)

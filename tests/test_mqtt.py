@@ -397,3 +397,33 @@ def test_kiosk_watch_shows_status_visits_and_stats(tmp_path, store, publishers):
     assert f"{DEV} online" in out
     assert f"{DEV} visit: male 48-53 (90% / 81%), temperature pass" in out
     assert re.search(rf"{DEV} today \(\d{{4}}-\d\d-\d\d\): \d+ visitors", out), out
+
+
+@needs_mosquitto
+def test_visits_from_an_untrusted_clock_wait_for_the_restamp(tmp_path, store, publishers,
+                                                             monkeypatch):  # fmt: skip
+    import dataclasses
+
+    import kiosk.mqtt
+
+    early = dataclasses.replace(make_visit(ended=datetime(2025, 1, 1, tzinfo=UTC)),
+                                clock_synced=False)  # fmt: skip
+    store.add_visit(early, outbox=True)
+    topic = f"kiosk/{DEV}/visit"
+    with Broker(tmp_path) as broker, Subscriber(broker.port, [topic]) as sub:
+        p = run_publisher(publishers, fast_cfg(broker.port), store)
+        assert wait_until(lambda: p.connected, 5)
+        time.sleep(0.5)
+        assert not sub.on(topic) and store.outbox_depth() == 1  # held
+        store.restamp({early.id: timedelta(days=600)}, {})  # the clock became trusted
+        p.wake()
+        assert sub.wait_for(lambda s: s.on(topic), 5)
+        sent = json.loads(sub.payloads(topic)[0])
+        assert set(sent) == VISIT_KEYS and sent["ended_at"].startswith("2026-08-24")
+        # When the clock never becomes trusted they go after the hold, flagged.
+        monkeypatch.setattr(kiosk.mqtt, "UNSYNCED_HOLD_S", 0.5)
+        late = dataclasses.replace(make_visit(), clock_synced=False)
+        store.add_visit(late, outbox=True)
+        p.wake()
+        assert sub.wait_for(lambda s: len(s.on(topic)) == 2, 5)
+        assert json.loads(sub.payloads(topic)[1])["clock_synced"] is False

@@ -104,6 +104,7 @@ def _run_kioskd(folder: Path, port: int) -> tuple[float, int, float, str]:
         "log_level": "INFO",
         "state_dir": str(state),
         "camera": {"source": "demo", "realtime": False},
+        "clock": {"trust": "always"},
         "mqtt": {"enabled": True, "port": port, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
     }
     path = folder / "config.yaml"
