@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -33,6 +33,9 @@ RETRY_INTERVAL_S = 2.0
 CLOCK_POLL_S = 1.0
 #: Records kept for restamping once the clock is trusted (ids and offsets only).
 MAX_UNSYNCED = 100_000
+#: A visit is recorded up to tracker.max_gap_s after its last frame: one whose frames were
+#: stamped before the step but that closes just after it is corrected for this long.
+STEP_GRACE_S = 30.0
 
 Record = Visit | Check
 
@@ -61,6 +64,8 @@ class Recorder:
         self._to_restamp: tuple[dict[str, timedelta], dict[str, timedelta]] | None = None
         self._next_retry = 0.0
         self._next_clock = 0.0
+        self._untrusted_offset = wall_offset_s()
+        self._step: tuple[float, timedelta] | None = None  # (monotonic time, size) when trusted
         self._failing = False
         if not self.clock_synced:
             log.warning(
@@ -70,6 +75,10 @@ class Recorder:
             )
 
     def add(self, record: Record) -> None:
+        if self._step is not None and time.monotonic() - self._step[0] < STEP_GRACE_S:
+            fix = stamped_before_step(_end(record), datetime.now(UTC), self._step[1])
+            if fix is not None:
+                record = _restamped(record, fix)
         if not self.clock_synced:
             record = dataclasses.replace(record, clock_synced=False)
             if len(self._unsynced) < MAX_UNSYNCED:
@@ -138,10 +147,13 @@ class Recorder:
             self._next_clock = now + CLOCK_POLL_S
             if self.clock.synced():
                 self._clock_became_trusted()
+            else:
+                self._untrusted_offset = wall_offset_s()
 
     def _clock_became_trusted(self) -> None:
         self.clock_synced = True
         offset_now = wall_offset_s()
+        self._step = (time.monotonic(), shift(self._untrusted_offset, offset_now))
         shifts = {rid: shift(then, offset_now) for rid, (_, then) in self._unsynced.items()}
         self.queue = deque(_restamped(r, shifts.get(r.id)) for r in self.queue)
         visits = {rid: shifts[rid] for rid, (is_visit, _) in self._unsynced.items() if is_visit}
@@ -174,6 +186,20 @@ class Recorder:
             self.counters.visits_dropped += lost
             log.error("%d queued records could not be stored before exit and are lost", lost)
             self.queue.clear()
+
+
+def stamped_before_step(end: datetime, now: datetime, step: timedelta) -> timedelta | None:
+    """The correction for a record that closed just after the clock stepped by `step` but
+    whose frames were stamped before: its end is nearer `now - step` than `now`."""
+    if abs(step) < timedelta(minutes=1):
+        return None
+    if abs(end + step - now) < abs(end - now):
+        return step
+    return None
+
+
+def _end(record: Record) -> datetime:
+    return record.ended_at if isinstance(record, Visit) else record.at
 
 
 def _restamped(record: Record, d: timedelta | None) -> Record:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import cv2
 import pytest
 
 from kiosk.frames import Frame
+from kiosk.recorder import stamped_before_step
 from kiosk.store import Store
 from kiosk.visit import Visit
 from tests.kioskd import run_kioskd, stored_visits, write_config
@@ -100,6 +102,9 @@ def test_records_before_sync_are_flagged_then_restamped(tmp_path):
     try:
         assert run.wait_for(" committed: ", 1, timeout=90), run.text
         offset.write_text("+0\n")
+        # NTP steps the clock, then flags it synchronised; libfaketime reads its file at most
+        # once a second (FAKETIME_CACHE_DURATION), so give the step time to land first.
+        time.sleep(2.5)
         synced.touch()
         assert run.wait_for("wall clock trusted: restamped", timeout=30), run.text
         n = run.count(" committed: ")
@@ -156,3 +161,13 @@ def test_daemon_opens_a_v1_database(tmp_path):
     assert "schema v1 -> v2" in r.stderr
     visits = stored_visits(tmp_path)
     assert visits and all(v.clock_synced for v in visits)
+
+
+def test_a_visit_closing_just_after_the_step_is_corrected_too():
+    """Its frames were stamped on the old clock, but it is recorded after the sync."""
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    step = timedelta(days=400)
+    assert stamped_before_step(now - step - timedelta(seconds=2), now, step) == step
+    assert stamped_before_step(now - timedelta(seconds=2), now, step) is None  # after the step
+    assert stamped_before_step(now + step, now, -step) == -step  # the clock was ahead
+    assert stamped_before_step(now - timedelta(seconds=20), now, timedelta(seconds=30)) is None
