@@ -17,12 +17,10 @@ from kiosk.classify import Classifier
 from kiosk.clock import ClockTrust
 from kiosk.config import EX_CONFIG, Config, ConfigError, load_config
 from kiosk.counters import Counters
-from kiosk.detect import Box, FaceDetector
 from kiosk.focus import FocusedDetector
 from kiosk.frames import CameraSource
 from kiosk.gate import Gate, build_gate
 from kiosk.metrics import MetricsServer, MetricsUnavailable, start_metrics_server
-from kiosk.motion import MotionDetector
 from kiosk.mqtt import Publisher
 from kiosk.notify import Notifier
 from kiosk.pipeline import Pipeline
@@ -62,12 +60,7 @@ class Daemon:
             on_visit=self._visit_committed,
         )  # fmt: skip
         self.classifier = Classifier(cfg.classifier.model_dir, cfg.classifier.num_threads)
-        d = cfg.detector
-        self.detector = FocusedDetector(
-            FaceDetector(d.scale_factor, d.min_neighbors, d.min_size_px, d.downscale),
-            MotionDetector() if d.focus else None,
-            roi=Box(*d.roi) if d.roi else None,
-        )
+        self.detector = FocusedDetector.from_config(cfg.detector)
         t = cfg.tracker
         self.tracker = Tracker(t.iou_threshold, t.max_gap_s, t.min_frames, t.best_crops)
         self.gate = self._build_gate()
