@@ -24,7 +24,7 @@ from kiosk.track import Tracker
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FS = settings(
-    max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 # -- config loader ---------------------------------------------------------------------------
