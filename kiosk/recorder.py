@@ -58,7 +58,7 @@ class Recorder:
         self.queue: deque[Record] = deque()
         self.max_queued = max_queued
         self.clock_synced = clock.synced()
-        # id -> wall-clock offset when the record was stamped, until the clock is trusted
+        # id -> (is a visit, wall-clock offset when it was stamped), until the clock is trusted
         self._unsynced: dict[str, tuple[bool, float]] = {}
         # (visit shifts, check shifts) waiting to be written to the store
         self._to_restamp: tuple[dict[str, timedelta], dict[str, timedelta]] | None = None
