@@ -228,6 +228,15 @@ class Classifier:
             raise ModelFileError(f"{labels_path}: expected 8 values in age_years")
         self.age_years = np.asarray(years, dtype=np.float64)
         self.flip_tta = bool(meta.get("flip_tta", False)) if flip_tta is None else flip_tta
+        # Added to the gender logit (log odds of female): set at training time so that women
+        # and men are recognised equally often on the training images.
+        self.gender_logit_bias = float(meta.get("gender_logit_bias", 0.0))
+        # Multiplies the age probabilities (then renormalised): undoes the class weights used
+        # in training so that the output follows the training set's age distribution.
+        prior = meta.get("age_prior", [1.0] * len(AGE_GROUPS))
+        if len(prior) != len(AGE_GROUPS) or min(prior) <= 0:
+            raise ModelFileError(f"{labels_path}: expected 8 positive values in age_prior")
+        self.age_prior = np.asarray(prior, dtype=np.float64)
         self.num_threads = num_threads
 
         files = meta.get("files") or {}
@@ -283,10 +292,12 @@ class Classifier:
         if self._gender_model is not self._age_model:
             out = self._gender_model.run(batch)
         g = out[self._gender_out["index"]]
-        female = g[:, 0] if g.shape[1] == 2 else 1.0 - g[:, 0]
-        if g.shape[1] == 2:
-            female = _normalise(g)[:, 0]
-        return _normalise(age), np.clip(female, 0.0, 1.0)
+        female = _normalise(g)[:, 0] if g.shape[1] == 2 else 1.0 - g[:, 0]  # 1 wide: P(male)
+        female = np.clip(female, 0.0, 1.0)
+        if self.gender_logit_bias:
+            p = np.clip(female, 1e-4, 1 - 1e-4)
+            female = 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + self.gender_logit_bias)))
+        return _normalise(age * self.age_prior), female
 
     def probabilities(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(age probabilities (N, 8), female probability (N,)) for BGR crops of any size."""

@@ -56,7 +56,9 @@ def test_augmentation_keeps_shape_and_is_seeded():
     assert not np.array_equal(a, train.make_batch(chips, np.arange(4), 56, seed=5, strength=0))
 
 
+@pytest.mark.slow
 def test_one_epoch_smoke_run(shared_data, tmp_path):
+    """One epoch on 200 images: ~25 s of CPU on this 2-core machine, so it runs in CI too."""
     pytest.importorskip("tensorflow", reason="training needs tools/requirements-train.txt")
     faces = shared_data / "faces"
     out, work = tmp_path / "out", tmp_path / "work"

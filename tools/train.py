@@ -38,18 +38,32 @@ RACES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
 
 
 # ----------------------------------------------------------------------------- augmentation
-def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+BORDERS = (cv2.BORDER_REPLICATE, cv2.BORDER_REFLECT_101, cv2.BORDER_CONSTANT)
+
+def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
+                wide: bool = True) -> np.ndarray:
     """Random framing (scale, shift, rotation, flip), blur and down-up resampling, then
     lighting and colour changes, of one BGR chip. Returns a BGR image of the same size."""
     h, w = img.shape[:2]
     s = strength
-    scale = float(np.exp(rng.uniform(-0.15, 0.15) * s))  # >1 zooms in (tighter crop)
+    # Framing. Half the time close to the chip's own framing (what crop_face reproduces from
+    # a Haar box), half the time anywhere from a loose crop (the face ~0.6 of the chip, as
+    # other collections frame faces) to a tight one. Scale >1 zooms in.
+    if not wide:  # the pilots' narrow framing range
+        scale = float(np.exp(rng.uniform(-0.15, 0.15) * s))
+    elif rng.random() < 0.5:
+        scale = float(np.exp(rng.uniform(-0.1, 0.1) * s))
+    else:
+        scale = float(np.exp(rng.uniform(np.log(0.6), np.log(1.15)) * s))
     angle = rng.uniform(-12, 12) * s
     tx, ty = rng.uniform(-0.07, 0.07, 2) * s * w
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
     m[:, 2] += (tx, ty)
-    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
+    # What lies outside the chip is unknown: vary the fill so the model cannot rely on it.
+    border = BORDERS[int(rng.integers(len(BORDERS)))] if wide else cv2.BORDER_REPLICATE
+    fill = tuple(float(v) for v in rng.uniform(0, 255, 3))
+    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=border,
+                         borderValue=fill)
     if rng.random() < 0.5:
         out = out[:, ::-1]
     r = rng.random()
@@ -77,21 +91,22 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
 
 
 def make_batch(chips: np.ndarray, idx: np.ndarray, size: int, seed: int,
-               strength: float) -> np.ndarray:
+               strength: float, wide: bool = True) -> np.ndarray:
     """Augmented (or, with strength 0, plain) model inputs via kiosk.classify.preprocess."""
     rng = np.random.default_rng(seed)
     out = np.empty((len(idx), size, size, 3), np.uint8)
     for j, i in enumerate(idx):
-        img = chips[i] if strength <= 0 else augment_one(chips[i], rng, strength)
+        img = chips[i] if strength <= 0 else augment_one(chips[i], rng, strength, wide)
         out[j] = preprocess(img, size)
     return out
 
 
-def make_epoch(chips, idx, size, seed, strength, workers=2):
+def make_epoch(chips, idx, size, seed, strength, wide=True, workers=2):
     parts = np.array_split(np.asarray(idx), workers)
     with ThreadPoolExecutor(workers) as ex:
-        res = list(ex.map(lambda a: make_batch(chips, a[1], size, seed * 100 + a[0], strength),
-                          enumerate(parts)))
+        res = list(ex.map(
+            lambda a: make_batch(chips, a[1], size, seed * 100 + a[0], strength, wide),
+            enumerate(parts)))
     return np.concatenate(res)
 
 
@@ -154,6 +169,36 @@ def write_model_dir(d: Path, tflite: bytes, name: str, age_years, size: int,
     (d / "labels.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def calibrate_gender(model_dir: Path, chips: np.ndarray, idx: np.ndarray,
+                     genders: np.ndarray) -> float:
+    """Fit the gender logit bias so that women and men are recognised equally often on
+    training images (never the validation fold); store it in labels.json and return it.
+
+    Pilot (compact-s4, 128 px non-Black training subset): fitting it on the training images
+    raised held-out gender accuracy on fold 9 from 86.1 to 87.3 %, on the 64 px subset from
+    91.5 to 91.9 % and on race code 1 from 84.1 to 85.3 %, and narrowed the female/male gap
+    from 19.6 / 11.5 / 20.9 to 9.5 / 7.4 / 12.5 points.
+    """
+    meta_path = model_dir / "labels.json"
+    meta = json.loads(meta_path.read_text())
+    meta["gender_logit_bias"] = 0.0
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    _, female, _ = classify_chips(model_dir, chips[idx], 1)
+    p = np.clip(female, 1e-4, 1 - 1e-4)
+    z = np.log(p / (1 - p))
+    lo, hi = -4.0, 4.0
+    for _ in range(40):  # bisection: recall(female) - recall(male) is increasing in the bias
+        b = (lo + hi) / 2
+        is_f = z + b > 0
+        if is_f[genders == 0].mean() < (~is_f[genders == 1]).mean():
+            lo = b
+        else:
+            hi = b
+    meta["gender_logit_bias"] = round(float(b), 4)
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return float(b)
+
+
 def classify_chips(model_dir: Path, chips: np.ndarray, threads: int, flip_tta=None):
     from kiosk.classify import Classifier
 
@@ -187,6 +232,8 @@ def parse_args(argv):
     ap.add_argument("--images", required=True, help="folder or .tar")
     ap.add_argument("--arch", choices=("compact", "levi-hassner"), default="compact")
     ap.add_argument("--variant", default="s4", help="compact width variant (tools/models.py)")
+    ap.add_argument("--scale-aug", choices=("wide", "narrow"), default="wide",
+                    help="framing augmentation: wide (loose to tight crops) or narrow (+-15%%)")
     ap.add_argument("--size", type=int, help="input side (compact 56, levi-hassner 227)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch", type=int, default=128)
@@ -212,6 +259,9 @@ def parse_args(argv):
     ap.add_argument("--out", help="shipped files: model.tflite, labels.json, metrics.json")
     ap.add_argument("--name", help="model name prefix for model_version")
     ap.add_argument("--no-int8", action="store_true", help="skip int8 (levi-hassner reference)")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="skip training and conversion: calibrate and evaluate the models "
+                         "already in --work-dir, then write the outputs")
     return ap.parse_args(argv)
 
 
@@ -248,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     if args.limit and args.limit < len(train_idx):
         train_idx = np.sort(rng.choice(train_idx, args.limit, replace=False))
+    prog_idx = val_idx  # per-epoch progress; the final evaluation uses the whole fold
     if args.val_limit and args.val_limit < len(val_idx):
-        val_idx = np.sort(np.random.default_rng(0).choice(val_idx, args.val_limit, replace=False))
+        prog_idx = np.sort(np.random.default_rng(0).choice(val_idx, args.val_limit,
+                                                            replace=False))
     transfer = {}
     for expr in args.transfer:
         t = apply_filter(rows, expr)
@@ -273,17 +325,19 @@ def main(argv: list[str] | None = None) -> int:
         tr.age_nearest == k) else 0 for k in range(N_AGE)])
     print(f"[data] age years per group {np.round(age_years, 1).tolist()}", flush=True)
 
-    model = build_levi_hassner(size) if lh else build_compact(size, args.variant)
+    if args.eval_only:
+        model = keras.models.load_model(work / "model.keras")
+    else:
+        model = build_levi_hassner(size) if lh else build_compact(size, args.variant)
     steps = int(np.ceil(len(train_idx) / args.batch)) * args.epochs
     warm = max(1, steps // 30)
     sched = keras.optimizers.schedules.CosineDecay(
         args.lr * 0.1, steps - warm, alpha=0.01, warmup_target=args.lr, warmup_steps=warm)
+    opt = keras.optimizers.AdamW(sched, weight_decay=args.weight_decay)
     if lh:
-        opt = keras.optimizers.SGD(sched, momentum=0.9)
         losses = {"age": keras.losses.BinaryCrossentropy(),
                   "gender": keras.losses.BinaryCrossentropy()}
     else:
-        opt = keras.optimizers.AdamW(sched, weight_decay=args.weight_decay)
         losses = {"age": keras.losses.CategoricalCrossentropy(),
                   "gender": keras.losses.CategoricalCrossentropy(
                       label_smoothing=args.label_smoothing)}
@@ -291,17 +345,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[model] {model.name}: {model.count_params()} parameters, input {size}, "
           f"{args.epochs} epochs x {len(train_idx)} images", flush=True)
 
-    val_x = make_batch(chips, val_idx, size, 0, 0.0)
-    val_rows = rows.subset(val_idx)
+    if args.eval_only:
+        return finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, work,
+                      lh, model, rng, t_start, None)
+    val_x = make_batch(chips, prog_idx, size, 0, 0.0)
+    val_rows = rows.subset(prog_idx)
     history = []
     with ThreadPoolExecutor(1) as pool:
-        nxt = pool.submit(make_epoch, chips, train_idx, size, args.seed * 1000, args.augment)
+        wide = args.scale_aug == "wide"
+        nxt = pool.submit(make_epoch, chips, train_idx, size, args.seed * 1000, args.augment,
+                          wide)
         for ep in range(args.epochs):
             te = time.time()
             x = nxt.result()
             if ep + 1 < args.epochs:
                 nxt = pool.submit(make_epoch, chips, train_idx, size,
-                                  args.seed * 1000 + ep + 1, args.augment)
+                                  args.seed * 1000 + ep + 1, args.augment, wide)
             perm = rng.permutation(len(x))
             h = model.fit(
                 x[perm], {"age": y_age[perm], "gender": y_gen[perm]},
@@ -317,17 +376,45 @@ def main(argv: list[str] | None = None) -> int:
     train_minutes = (time.time() - t_start) / 60
     model.save(work / "model.keras")
 
-    # ---- conversion and evaluation through kiosk.classify (the runtime's code path)
-    results: dict = {"float32": {}, "int8": {}}
+    # ---- conversion
     float_dir, int8_dir = work / "float", work / "int8"
     write_model_dir(float_dir, convert(model, None), name + "-f32", age_years, size,
                     args.flip_tta)
-    kinds = [("float32", float_dir)]
     if not args.no_int8:
         rep_idx = rng.choice(train_idx, min(args.rep_samples, len(train_idx)), replace=False)
         rep = make_batch(chips, rep_idx, size, 7, 0.5 * args.augment)
         write_model_dir(int8_dir, convert(model, rep), name, age_years, size, args.flip_tta)
+    return finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, work,
+                  lh, model, rng, t_start, {"history": history, "train_minutes": train_minutes})
+
+
+def finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, work, lh, model,
+           rng, t_start, run) -> int:
+    """Calibrate, evaluate through kiosk.classify (the runtime's code path), write outputs."""
+    if run is None:  # --eval-only: keep the training run's record
+        run = json.loads((work / "metrics.json").read_text())
+    history, train_minutes = run["history"], run["train_minutes"]
+    results: dict = {"float32": {}, "int8": {}}
+    float_dir, int8_dir = work / "float", work / "int8"
+    kinds = [("float32", float_dir)]
+    if not args.no_int8:
         kinds.append(("int8", int8_dir))
+    cal_rng = np.random.default_rng(args.seed + 17)
+    cal_idx = np.sort(cal_rng.choice(train_idx, min(4000, len(train_idx)), replace=False))
+    # Logit adjustment: the age head was trained with weights n_group^-balance; multiplying
+    # its output by n_group^balance restores the training set's age distribution. On the
+    # shipped model (balance 0.5) this raised fold-9 exact accuracy from 60.8 to 68.2 %
+    # (one-off 93.4 -> 92.6 %, MAE 6.51 -> 6.40 years).
+    n_age = np.bincount(rows.age_nearest[train_idx], minlength=N_AGE).astype(float)
+    prior = np.maximum(n_age, 1.0) ** args.balance
+    prior = [round(float(v), 5) for v in prior / prior.mean()]
+    for kind, d in kinds:
+        meta = json.loads((d / "labels.json").read_text())
+        meta["age_prior"] = prior
+        (d / "labels.json").write_text(json.dumps(meta, indent=2) + "\n")
+        b = calibrate_gender(d, chips, cal_idx, rows.gender[cal_idx])
+        print(f"[{kind:7s}] gender logit bias {b:+.3f} (from {len(cal_idx)} training images)",
+              flush=True)
     eval_sets = {f"fold{args.val_fold}": val_idx, **transfer}
     for kind, d in kinds:
         for set_name, idx in eval_sets.items():
@@ -344,13 +431,15 @@ def main(argv: list[str] | None = None) -> int:
             results[kind][set_name] = entry
             print(f"[{kind:7s}] {set_name:>12}: {fmt(m)}", flush=True)
 
-    cmd = "python tools/train.py " + " ".join(shlex.quote(a) for a in argv)
+    cmd = "python tools/train.py " + " ".join(
+        shlex.quote(a) for a in argv if a != "--eval-only")
     report = {
         "name": name, "arch": args.arch, "variant": None if lh else args.variant,
         "input_size": size, "parameters": int(model.count_params()),
         "train_rows": int(len(train_idx)), "val_fold": args.val_fold,
         "train_minutes": round(train_minutes, 1),
-        "total_minutes": round((time.time() - t_start) / 60, 1),
+        "total_minutes": (run["total_minutes"] if args.eval_only
+                          else round((time.time() - t_start) / 60, 1)),
         "model_bytes": {k: (d / "model.tflite").stat().st_size for k, d in kinds},
         "settings": {k: v for k, v in vars(args).items()},
         "metrics": results, "history": history, "command": cmd,
