@@ -241,6 +241,8 @@ class Classifier:
 
         files = meta.get("files") or {}
         digest = hashlib.sha256()
+        # The version covers the calibration in labels.json as well as the model bytes.
+        digest.update(labels_path.read_bytes())
         if "model" in files:
             path = self._model_path(files["model"], "one model with an age and a gender output")
             m = _Model(path, num_threads)
