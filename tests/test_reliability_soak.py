@@ -2,8 +2,8 @@
 
 One minute, not two: the whole suite took 13.5 min on the shared 2-core machine under load,
 and this file alone would have added 2.5. At full replay speed (~100 frames/s, ~1 visit/s)
-the 40 s judged after a 20 s warm-up are ~4 000 frames and ~40 visits through SQLite and a
-real mosquitto: enough for a descriptor, thread or connection leaked per visit, or memory
+the 40 s judged after a 20 s warm-up are 4 000-9 000 frames and 40-100 visits through SQLite
+and a real mosquitto, depending on load: enough for a descriptor, thread or connection leaked per visit, or memory
 leaked per frame at the kB scale, to show. The 30-minute run (docs/reliability.md) is the
 memory-growth figure.
 """
