@@ -1,11 +1,11 @@
 """The CI version of tools/soak.py: the same script and assertions as the 30-minute run.
 
 One minute, not two: the whole suite took 13.5 min on the shared 2-core machine under load,
-and this file alone would have added 2.5. At full replay speed (~100 frames/s, ~1 visit/s)
-the 40 s judged after a 20 s warm-up are 4 000-9 000 frames and 40-100 visits through SQLite
-and a real mosquitto, depending on load: enough for a descriptor, thread or connection leaked per visit, or memory
-leaked per frame at the kB scale, to show. The 30-minute run (docs/reliability.md) is the
-memory-growth figure.
+and this file alone would have added 2.5. At full replay speed (100-220 frames/s, 1-2.5
+visits/s) the 40 s judged after a 20 s warm-up are 4 000-9 000 frames and 40-100 visits
+through SQLite and a real mosquitto: enough for a descriptor, thread or connection leaked per
+visit, or memory leaked per frame at the kB scale, to show. The 30-minute run
+(docs/reliability.md) is the memory-growth figure.
 """
 
 from __future__ import annotations
