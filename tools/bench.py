@@ -343,6 +343,39 @@ def classifier_latency(models: str, crop: np.ndarray, n: int = 200) -> dict:
     }
 
 
+def detection_steps(clip: Path) -> dict[str, float]:
+    """CPU ms per frame of detection alone, one step at a time from naive to kioskd's.
+
+    Each step keeps the earlier ones; a real Tracker feeds the tracked boxes, as in kioskd.
+    """
+    cfg = Config()
+    d, t = cfg.detector, cfg.tracker
+    shrunk = FaceDetector(d.scale_factor, d.min_neighbors, d.min_size_px, d.downscale)
+    steps = {
+        "naive: full frame, full resolution, scaleFactor 1.1": FocusedDetector(
+            FaceDetector(**NAIVE_HAAR)
+        ),
+        f"grey frame shrunk {d.downscale:g}x first, scaleFactor {d.scale_factor:g}": (
+            FocusedDetector(shrunk)
+        ),
+        "+ motion test, Haar in windows around tracked faces": FocusedDetector.from_config(d),
+    }
+    result = {}
+    for name, detector in steps.items():
+        tracker = Tracker(t.iou_threshold, t.max_gap_s, t.min_frames, t.best_crops)
+        source = CameraSource(str(clip), realtime=False).start()
+        cpu, n = 0.0, 0
+        while (frame := source.read()) is not None:
+            t0 = time.thread_time()
+            boxes = detector.detect(frame.image, [tr.box for tr in tracker.tracks])
+            cpu += time.thread_time() - t0
+            tracker.update(boxes, frame.t_mono, frame.t_wall)
+            n += 1
+        source.close()
+        result[name] = cpu * 1000 / max(1, n)
+    return result
+
+
 def clip_frame(clip: Path, index: int = 30) -> np.ndarray:
     cap = cv2.VideoCapture(str(clip))
     cap.set(cv2.CAP_PROP_POS_FRAMES, index)
@@ -475,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--latency", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--steps", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--build-naive-model", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.cpu = None if args.cpu < 0 else args.cpu
@@ -483,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.measure:
         print(json.dumps(measure(json.loads(args.measure))))
+        return 0
+    if args.steps:
+        one_thread(args.cpu)
+        print(json.dumps(detection_steps(args.steps)))
         return 0
     if args.latency:
         one_thread(args.cpu)
@@ -541,6 +579,14 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     pin = ["--cpu", str(-1 if args.cpu is None else args.cpu)]
+    steps = {clip: child(["--steps", str(clips[clip]), *pin]) for clip in ("demo", "one_face")}
+    results["detection_steps"] = steps
+    print("\ndetection alone, step by step (CPU ms/frame; each step keeps the ones above):")
+    print(f"  {'':58s}{'demo':>8s}{'one_face':>10s}")
+    for name in steps["demo"]:
+        a, b = steps["demo"][name], steps["one_face"][name]
+        print(f"  {name:58s}{a:8.2f}{b:10.2f}")
+
     latency = {
         kind: child(["--latency", models[kind], str(clips["one_face"]), *pin]) for kind in models
     }
