@@ -62,6 +62,8 @@ def read_labels(path: str | Path) -> FaceRows:
     if rows and "file" not in rows[0]:
         raise ValueError(f"{path}: expected a 'file' column")
     group_index = {g: i for i, g in enumerate(AGE_GROUPS)}
+    group_index.update({"60+": len(AGE_GROUPS) - 1, "(60, 100)": len(AGE_GROUPS) - 1})
+    group_index.update({f"({g.replace('-', ', ')})": i for i, g in enumerate(AGE_GROUPS)})
     files, age, grp, near, gender, fold, res, race, overlap = ([] for _ in range(9))
     has_overlap = bool(rows) and "adience_overlap" in rows[0]
     for r in rows:
@@ -69,9 +71,11 @@ def read_labels(path: str | Path) -> FaceRows:
         a = (r.get("age") or "").strip()
         age.append(float(a) if a else np.nan)
         g = (r.get("age_group") or "").strip()
+        if g and g not in group_index:
+            raise ValueError(f"{path}: unknown age_group {g!r} (expected one of {AGE_GROUPS})")
         grp.append(group_index[g] if g else -1)
         n = (r.get("age_group_nearest") or "").strip()
-        if n:
+        if n and n in group_index:
             near.append(group_index[n])
         elif a:
             near.append(group_index[nearest_age_group(float(a))])
@@ -88,7 +92,8 @@ def read_labels(path: str | Path) -> FaceRows:
         race.append(_race(r.get("orig_file") or ""))
         if has_overlap:
             ov = (r.get("adience_overlap") or "").strip()
-            overlap.append(frozenset(group_index[x] for x in ov.split("|") if x))
+            overlap.append(frozenset(group_index[x.strip()] for x in ov.split("|")
+                                     if x.strip() in group_index))
     return FaceRows(
         files=files, age=np.array(age, dtype=np.float64), age_group=np.array(grp, dtype=np.int64),
         age_nearest=np.array(near, dtype=np.int64), gender=np.array(gender, dtype=np.int64),
