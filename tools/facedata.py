@@ -69,7 +69,11 @@ def read_labels(path: str | Path) -> FaceRows:
     for r in rows:
         files.append(r["file"])
         a = (r.get("age") or "").strip()
-        age.append(float(a) if a else np.nan)
+        try:
+            age.append(float(a) if a else np.nan)
+        except ValueError:  # e.g. a range such as "20-29": not an age in years
+            a = ""
+            age.append(np.nan)
         g = (r.get("age_group") or "").strip()
         if g and g not in group_index:
             raise ValueError(f"{path}: unknown age_group {g!r} (expected one of {AGE_GROUPS})")
