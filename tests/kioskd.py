@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from sqlalchemy import inspect
 
 from kiosk.store import Store
 
@@ -63,6 +64,8 @@ def stored_visits(tmp_path: Path):
         return []
     store = Store(f"sqlite:///{db}", read_only=True)
     try:
+        if not inspect(store.engine).has_table("visits"):
+            return []  # kioskd has created the file but not yet the schema
         return store.visits(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
     finally:
         store.close()
