@@ -41,10 +41,8 @@ class Box:
         return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
 
 
-#: A tracked face is searched for at sizes within this factor of its last width, on a region
-#: shrunk so that the face is about TRACKED_FACE_PX wide (Haar is reliable there, and cheap).
+#: A tracked face is searched for at sizes within this factor of its last width only.
 TRACKED_SIZE_RANGE = 1.3
-TRACKED_FACE_PX = 52
 
 
 def cascade_path(name: str = "haarcascade_frontalface_default.xml") -> str:
@@ -76,9 +74,9 @@ class FaceDetector:
     ) -> list[Box]:
         """Faces in a BGR or grey image, in full-frame coordinates, largest first.
 
-        `face_px` is the expected face width (a tracked face): then only faces within
-        `TRACKED_SIZE_RANGE` of it are searched, on a region shrunk so that it is about
-        `TRACKED_FACE_PX` wide. Fewer scales on fewer pixels.
+        `face_px` is the expected face width (a tracked face): then only the scales within
+        `TRACKED_SIZE_RANGE` of it are searched. The region is shrunk by `downscale` as the
+        full frame is, so its boxes lie on the same scale grid and crops are framed alike.
         """
         region = image if roi is None else image[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w]
         if region.size == 0:
@@ -87,7 +85,6 @@ class FaceDetector:
         if face_px:
             smallest = max(self.min_size, int(face_px / TRACKED_SIZE_RANGE))
             largest = int(face_px * TRACKED_SIZE_RANGE)
-            s = max(s, face_px / TRACKED_FACE_PX)
         if s > 1.0:  # shrink first: the colour conversion then touches fewer pixels
             size = (max(1, int(region.shape[1] / s)), max(1, int(region.shape[0] / s)))
             region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
