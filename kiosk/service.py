@@ -25,9 +25,10 @@ from kiosk.mqtt import Publisher
 from kiosk.notify import Notifier
 from kiosk.pipeline import Pipeline
 from kiosk.recorder import Recorder
+from kiosk.report import apply_retention
 from kiosk.store import Store
 from kiosk.track import Tracker
-from kiosk.visit import Check, Visit
+from kiosk.visit import Visit
 
 log = logging.getLogger("kioskd")
 
@@ -74,8 +75,8 @@ class Daemon:
             self.tracker,
             self.classifier,
             self.gate,
-            on_visit=self.record_visit,
-            on_check=self.record_check,
+            on_visit=self.recorder.add,
+            on_check=self.recorder.add,
             counters=self.counters,
             device_id=cfg.device_id,
         )
@@ -84,9 +85,6 @@ class Daemon:
 
     def _build_gate(self) -> Gate:
         return build_gate(self.cfg.gate, self.cfg.thermal, self.counters, self.cfg.mqtt)
-
-    def record_visit(self, visit: Visit) -> None:
-        self.recorder.add(visit)
 
     def _visit_committed(self, visit: Visit) -> None:
         self.counters.visits += 1
@@ -99,22 +97,24 @@ class Daemon:
             (visit.ended_at - visit.started_at).total_seconds(), visit.temperature_status,
         )  # fmt: skip
 
-    def record_check(self, check: Check) -> None:
-        self.recorder.add(check)
-
     def apply_retention(self) -> None:
         if not self.recorder.clock_synced:
             # A clock years ahead would purge everything; wait until it is trusted.
             log.info("retention: skipped until the wall clock is trusted")
             return
-        cutoff = datetime.now(UTC) - timedelta(days=self.cfg.store.retention_days)
         try:
-            visits, checks = self.store.purge(cutoff)
+            visits, checks = apply_retention(self.store, self.cfg.store.retention_days, self.cfg.tz)
         except SQLAlchemyError as exc:
             log.error("retention purge failed: %s", exc)
             return
         if visits or checks:
-            log.info("retention: deleted %d visits and %d checks before %s", visits, checks, cutoff)
+            days = self.cfg.store.retention_days
+            log.info(
+                "retention: deleted %d visits and %d checks older than %d days",
+                visits,
+                checks,
+                days,
+            )
 
     def visits_today(self) -> int | None:
         """Visits stored since local midnight (config timezone); one indexed COUNT."""
