@@ -31,6 +31,17 @@ class Demographics:
     gender: str
     gender_confidence: float
 
+    @classmethod
+    def from_probabilities(cls, age: np.ndarray, female: float) -> Demographics:
+        """The most likely group and gender from averaged class probabilities."""
+        best = int(np.argmax(age))
+        return cls(
+            age_group=AGE_GROUPS[best],
+            age_confidence=float(age[best]),
+            gender="female" if female >= 0.5 else "male",
+            gender_confidence=max(female, 1 - female),
+        )
+
 
 def is_blank(image: np.ndarray) -> bool:
     """An all-black (or all-one-level) frame: a covered lens or a dead sensor; checked sparsely."""
@@ -137,11 +148,4 @@ class Pipeline:
         age, female = self.classifier.probabilities([crop for _, crop in track.crops])
         per_face_ms = (time.perf_counter() - t0) * 1000 / max(1, len(female))
         self.counters.inference_ms.append(per_face_ms)
-        age_mean, female_mean = age.mean(axis=0), float(female.mean())
-        best = int(np.argmax(age_mean))
-        return Demographics(
-            age_group=AGE_GROUPS[best],
-            age_confidence=float(age_mean[best]),
-            gender="female" if female_mean >= 0.5 else "male",
-            gender_confidence=max(female_mean, 1 - female_mean),
-        )
+        return Demographics.from_probabilities(age.mean(axis=0), float(female.mean()))

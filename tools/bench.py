@@ -157,14 +157,7 @@ class NaivePipeline(Pipeline):
 
     def classify(self, track: Track) -> Demographics:
         sum_a, sum_f, n = self._sums.pop(track.id)
-        age, female = sum_a / n, sum_f / n
-        best = int(np.argmax(age))
-        return Demographics(
-            age_group=AGE_GROUPS[best],
-            age_confidence=float(age[best]),
-            gender="female" if female >= 0.5 else "male",
-            gender_confidence=max(female, 1 - female),
-        )
+        return Demographics.from_probabilities(sum_a / n, sum_f / n)
 
 
 def build_pipeline(
