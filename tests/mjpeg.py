@@ -17,8 +17,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def demo_frames(first: int, last: int) -> list[np.ndarray]:
+    """Frames [first, last) of the bundled demo clip."""
+    from kiosk.frames import demo_video_path
+
+    cap = cv2.VideoCapture(str(demo_video_path()))
+    frames = []
+    for i in range(last):
+        ok, image = cap.read()
+        assert ok
+        if i >= first:
+            frames.append(image)
+    cap.release()
+    return frames
+
+
 class MjpegServer:
-    """Streams `frames` (looping) as multipart/x-mixed-replace at `fps`."""
+    """Streams `frames` (looping) as multipart/x-mixed-replace at `fps`.
+
+    While `paused` is set, connections stay open and send nothing: a hung camera.
+    """
 
     def __init__(self, frames: list[np.ndarray], port: int, fps: float = 15.0) -> None:
         self.jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
@@ -26,6 +44,7 @@ class MjpegServer:
         self.sent = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._running = threading.Event()
+        self.paused = threading.Event()
 
     @property
     def url(self) -> str:
@@ -45,6 +64,9 @@ class MjpegServer:
                 i = 0
                 try:
                     while server._running.is_set():
+                        if server.paused.is_set():
+                            time.sleep(0.05)
+                            continue
                         jpg = server.jpegs[i % len(server.jpegs)]
                         self.wfile.write(
                             b"--frame\r\nContent-Type: image/jpeg\r\n"

@@ -4,23 +4,9 @@ from __future__ import annotations
 
 import time
 
-import cv2
-
-from kiosk.frames import CameraSource, demo_video_path
+from kiosk.frames import CameraSource
 from tests.kioskd import start_kioskd, stored_visits, write_config
-from tests.mjpeg import MjpegServer, free_port
-
-
-def demo_frames(first: int, last: int) -> list:
-    cap = cv2.VideoCapture(str(demo_video_path()))
-    frames = []
-    for i in range(last):
-        ok, image = cap.read()
-        assert ok
-        if i >= first:
-            frames.append(image)
-    cap.release()
-    return frames
+from tests.mjpeg import MjpegServer, demo_frames, free_port
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:

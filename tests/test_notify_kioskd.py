@@ -11,13 +11,12 @@ import signal
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.kioskd import start_kioskd, write_config
-from tests.mjpeg import free_port
+from tests.mjpeg import MjpegServer, demo_frames, free_port
 
 WATCHDOG_USEC = 1_000_000  # kioskd pings every 0.5 s while frames flow
 
@@ -61,66 +60,6 @@ class NotifyListener:
         self.sock.close()
 
 
-class StallingCamera:
-    """An MJPEG camera that can hang: while paused, connections stay open and send nothing."""
-
-    def __init__(self, frames: list, fps: float = 15.0) -> None:
-        import cv2
-
-        self.jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
-        self.fps = fps
-        self.paused = threading.Event()
-        self.closed = threading.Event()
-        camera = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                i = 0
-                try:
-                    while not camera.closed.is_set():
-                        if camera.paused.is_set():
-                            time.sleep(0.05)
-                            continue
-                        jpg = camera.jpegs[i % len(camera.jpegs)]
-                        head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}"
-                        self.wfile.write(head.encode() + b"\r\n\r\n" + jpg + b"\r\n")
-                        i += 1
-                        time.sleep(1 / camera.fps)
-                except OSError:
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.closed.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def demo_frames(n: int) -> list:
-    import cv2
-
-    from kiosk.frames import demo_video_path
-
-    cap = cv2.VideoCapture(str(demo_video_path()))
-    frames = []
-    while len(frames) < n:
-        ok, image = cap.read()
-        assert ok
-        frames.append(image)
-    cap.release()
-    return frames
-
-
 @pytest.fixture
 def listener(tmp_path: Path):
     lst = NotifyListener(tmp_path / "notify.sock")
@@ -129,7 +68,7 @@ def listener(tmp_path: Path):
 
 
 def test_ready_watchdog_follows_frames_and_stopping(tmp_path: Path, listener) -> None:
-    server = StallingCamera(demo_frames(30))
+    server = MjpegServer(demo_frames(0, 30), free_port()).start()
     cfg = write_config(
         tmp_path,
         camera={
