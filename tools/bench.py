@@ -23,7 +23,9 @@ real Lepton 3.5 kiosk recording from the shared data (the thermal stage is the g
 observe call; the replay thread's CPU counts in the process figures). OpenCV and LiteRT
 run at one thread. Stage figures are CPU time of the frame-loop thread (robust to other load
 on the machine); fps is wall-clock; CPU ms/frame is the whole process (decoder and reader
-threads included) per frame.
+threads included) per frame. Then: detection alone step by step from naive to kioskd's,
+age+gender latency for one face with each network, and the CPU cost of decoding one 640x480
+MJPEG camera frame. Figures, command and machine: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -483,7 +485,12 @@ def median_run(runs: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=str(DEFAULT_MODEL_DIR), help="fast path's model folder")
-    ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "kiosk-bench")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=Path.home() / ".cache" / "kiosk-bench",
+        help="cache for the rendered clips and the naive network",
+    )
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the rendered clips")
     ap.add_argument("--repeat", type=int, default=1, help="runs per clip and path (median kept)")
     ap.add_argument("--json", type=Path, help="also write every figure here")
