@@ -52,20 +52,7 @@ def test_demo_stores_one_plausible_visit_per_visitor(demo_run):
     assert len({v.id for v, _ in matched}) == len(matched)
 
 
-@pytest.mark.parametrize(
-    "person",
-    [
-        "collins",
-        pytest.param(
-            "hopper",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known model error: the shipped model calls Grace Hopper (78, in uniform)"
-                " male; women over 60 are its weakest gender group (see MODEL_CARD.md)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("person", ["collins", "hopper"])
 def test_demo_visitor_gender(demo_run, person):
     _, matched = demo_run
     alone = [(v, p[0]) for v, p in matched if len(p) == 1 and p[0]["name"] == person]
