@@ -33,9 +33,12 @@ def write_set(tmp_path, as_tar=False):
     csv = tmp_path / "labels.csv"
     csv.write_text(HEADER + "\n".join(ROWS) + "\n")
     rng = np.random.default_rng(0)
-    imgs = {r.split(",")[0]: cv2.imencode(".jpg", rng.integers(0, 256, (64, 64, 3),
-                                                                dtype=np.uint8))[1].tobytes()
-            for r in ROWS}
+    imgs = {
+        r.split(",")[0]: cv2.imencode(".jpg", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))[
+            1
+        ].tobytes()
+        for r in ROWS
+    }
     if as_tar:
         path = tmp_path / "imgs.tar"
         with tarfile.open(path, "w") as tar:
@@ -65,13 +68,39 @@ def test_counts_on_tiny_csv(tmp_path, as_tar, capsys):
     assert c["age_group"] == 3  # a, d, e
     assert c["age"] == 3  # a, c, d
     assert c["adience_overlap"] == 3  # a, c, d
-    for key in ("gender_accuracy", "age_exact_accuracy", "age_one_off_accuracy",
-                "age_consistent_accuracy"):
+    for key in (
+        "gender_accuracy",
+        "age_exact_accuracy",
+        "age_one_off_accuracy",
+        "age_consistent_accuracy",
+    ):
         assert 0.0 <= m[key] <= 1.0
     assert m["mae_years"] >= 0 and m["latency_ms_median"] > 0
     assert sum(map(sum, m["age_confusion"])) == 3
     text = capsys.readouterr().out
     assert "gender accuracy" in text and "(n=3)" in text and "latency" in text
+
+
+def test_by_age_groups_rows_by_nearest_true_age_group(tmp_path, capsys):
+    from kiosk.labels import nearest_age_group
+
+    csv, images = write_set(tmp_path)
+    out = tmp_path / "m.json"
+    assert (
+        evaluate.main(
+            ["--labels", str(csv), "--images", str(images), "--by-age", "--json", str(out)]
+        )
+        == 0
+    )
+    by_age = json.loads(out.read_text())["by_age"]
+    # a (30), c (23) and d (70) by age, e by its group; b has neither and is left out.
+    expected = {"25-32": 1, "60-100": 1, "4-6": 1}
+    expected[nearest_age_group(23.0)] = expected.get(nearest_age_group(23.0), 0) + 1
+    assert {k: v["n"] for k, v in by_age.items()} == expected
+    assert by_age["4-6"]["gender_accuracy"] is None and by_age["4-6"]["mae_years"] is None
+    assert by_age["60-100"]["gender_accuracy"] is None  # d has no gender
+    assert by_age["25-32"]["gender_accuracy"] in (0.0, 1.0)
+    assert "gender=n/a" in capsys.readouterr().out
 
 
 def test_detect_counts_photos_without_faces_as_misses(tmp_path):
@@ -83,9 +112,18 @@ def test_detect_counts_photos_without_faces_as_misses(tmp_path):
 
 def test_compute_metrics_exact_numbers(tmp_path):
     csv = tmp_path / "l.csv"
-    csv.write_text(HEADER + "\n".join([
-        "a,1,0-2,f,0-2", "b,5,4-6,m,15-20", "c,30,25-32,m,", "d,65,60-100,f,48-53|60-100",
-    ]) + "\n")
+    csv.write_text(
+        HEADER
+        + "\n".join(
+            [
+                "a,1,0-2,f,0-2",
+                "b,5,4-6,m,15-20",
+                "c,30,25-32,m,",
+                "d,65,60-100,f,48-53|60-100",
+            ]
+        )
+        + "\n"
+    )
     rows = read_labels(csv)
     age = np.zeros((4, 8))
     age[0, 0] = 1  # right
@@ -122,12 +160,14 @@ def test_detect_on_real_faces(shared_data, tmp_path):
     d = tmp_path / "photos"
     d.mkdir()
     lines, chips = [], []
-    for (f, data), i in zip(iter_image_bytes(faces / "utkface.tar",
-                                             [rows.files[i] for i in idx]), idx, strict=True):
+    for (f, data), i in zip(
+        iter_image_bytes(faces / "utkface.tar", [rows.files[i] for i in idx]), idx, strict=True
+    ):
         chip = decode(data)
         chips.append(chip)
-        photo = cv2.copyMakeBorder(cv2.resize(chip, (160, 160)), 120, 120, 160, 160,
-                                   cv2.BORDER_REPLICATE)
+        photo = cv2.copyMakeBorder(
+            cv2.resize(chip, (160, 160)), 120, 120, 160, 160, cv2.BORDER_REPLICATE
+        )
         name = f.replace("/", "_")
         cv2.imwrite(str(d / name), photo)
         lines.append(f"{name},{int(rows.age[i])},,{'fm'[rows.gender[i]]},")
@@ -135,6 +175,7 @@ def test_detect_on_real_faces(shared_data, tmp_path):
     csv.write_text(HEADER + "\n".join(lines) + "\n")
     m = evaluate.run(str(csv), str(d), detect=True)
     assert m["faces_missed"] <= 2
-    direct = evaluate.compute_metrics(read_labels(csv), *Classifier().probabilities(chips),
-                                      np.zeros(8))
+    direct = evaluate.compute_metrics(
+        read_labels(csv), *Classifier().probabilities(chips), np.zeros(8)
+    )
     assert abs(m["gender_accuracy"] - direct["gender_accuracy"]) <= 0.15

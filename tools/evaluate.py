@@ -29,9 +29,16 @@ from kiosk.labels import AGE_GROUPS, GENDERS  # noqa: E402
 from tools.facedata import FaceRows, decode, iter_image_bytes, read_labels  # noqa: E402
 
 JSON_KEYS = (
-    "n", "gender_accuracy", "gender_accuracy_female", "gender_accuracy_male",
-    "age_exact_accuracy", "age_one_off_accuracy", "age_consistent_accuracy", "mae_years",
-    "faces_missed", "latency_ms_median",
+    "n",
+    "gender_accuracy",
+    "gender_accuracy_female",
+    "gender_accuracy_male",
+    "age_exact_accuracy",
+    "age_one_off_accuracy",
+    "age_consistent_accuracy",
+    "mae_years",
+    "faces_missed",
+    "latency_ms_median",
 )
 
 
@@ -39,8 +46,13 @@ def _frac(hits: np.ndarray) -> float | None:
     return float(np.mean(hits)) if hits.size else None
 
 
-def compute_metrics(rows: FaceRows, age_probs: np.ndarray, female_prob: np.ndarray,
-                    age_years: np.ndarray, valid: np.ndarray | None = None) -> dict:
+def compute_metrics(
+    rows: FaceRows,
+    age_probs: np.ndarray,
+    female_prob: np.ndarray,
+    age_years: np.ndarray,
+    valid: np.ndarray | None = None,
+) -> dict:
     """Metrics for predictions aligned with ``rows``; ``valid`` masks rows that have one."""
     n = len(rows)
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
@@ -73,8 +85,7 @@ def compute_metrics(rows: FaceRows, age_probs: np.ndarray, female_prob: np.ndarr
         counts["adience_overlap"] = 0
 
     y = valid & ~np.isnan(rows.age)
-    out["mae_years"] = (float(np.mean(np.abs(expected_age[y] - rows.age[y]))) if y.any()
-                        else None)
+    out["mae_years"] = float(np.mean(np.abs(expected_age[y] - rows.age[y]))) if y.any() else None
     counts["age"] = int(y.sum())
     out["faces_missed"] = int(n - valid.sum())
     out["counts"] = counts
@@ -91,14 +102,16 @@ def compute_metrics(rows: FaceRows, age_probs: np.ndarray, female_prob: np.ndarr
     return out
 
 
-def per_group_metrics(rows: FaceRows, age_probs, female_prob, age_years, key: np.ndarray,
-                      names: dict) -> dict:
+def per_group_metrics(
+    rows: FaceRows, age_probs, female_prob, age_years, key: np.ndarray, names: dict
+) -> dict:
     res = {}
     for code, name in names.items():
         m = key == code
         if m.any():
-            sub = compute_metrics(rows.subset(np.flatnonzero(m)), age_probs[m], female_prob[m],
-                                  age_years)
+            sub = compute_metrics(
+                rows.subset(np.flatnonzero(m)), age_probs[m], female_prob[m], age_years
+            )
             res[name] = {k: sub[k] for k in JSON_KEYS if k in sub}
     return res
 
@@ -155,9 +168,32 @@ def format_report(m: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def run(labels: str, images: str, detect: bool = False, model_dir: str | None = None,
-        filter_expr: str | None = None, num_threads: int = 1, limit: int | None = None,
-        flip_tta: bool | None = None, by_race: bool = False) -> dict:
+def group_line(sub: dict) -> str:
+    """One line of a per-group breakdown; groups can lack gender or age labels ("n/a")."""
+
+    def num(key: str, fmt: str) -> str:
+        return "n/a" if sub.get(key) is None else format(sub[key], fmt)
+
+    return (
+        f"n={sub['n']} gender={num('gender_accuracy', '.3f')} "
+        f"(f {num('gender_accuracy_female', '.3f')} / m {num('gender_accuracy_male', '.3f')}) "
+        f"exact={num('age_exact_accuracy', '.3f')} one-off={num('age_one_off_accuracy', '.3f')} "
+        f"mae={num('mae_years', '.2f')}"
+    )
+
+
+def run(
+    labels: str,
+    images: str,
+    detect: bool = False,
+    model_dir: str | None = None,
+    filter_expr: str | None = None,
+    num_threads: int = 1,
+    limit: int | None = None,
+    flip_tta: bool | None = None,
+    by_race: bool = False,
+    by_age: bool = False,
+) -> dict:
     from kiosk.classify import Classifier, crop_face
 
     rows = read_labels(labels)
@@ -196,8 +232,23 @@ def run(labels: str, images: str, detect: bool = False, model_dir: str | None = 
     m["model_version"] = clf.model_version
     if by_race:
         names = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
-        m["by_race"] = per_group_metrics(rows.subset(np.flatnonzero(valid)), age[valid],
-                                         female[valid], clf.age_years, rows.race[valid], names)
+        m["by_race"] = per_group_metrics(
+            rows.subset(np.flatnonzero(valid)),
+            age[valid],
+            female[valid],
+            clf.age_years,
+            rows.race[valid],
+            names,
+        )
+    if by_age:
+        m["by_age"] = per_group_metrics(
+            rows.subset(np.flatnonzero(valid)),
+            age[valid],
+            female[valid],
+            clf.age_years,
+            rows.age_nearest[valid],
+            dict(enumerate(AGE_GROUPS)),
+        )
     return m
 
 
@@ -205,28 +256,43 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--labels", required=True, help="labels CSV (file, age, age_group, gender...)")
     ap.add_argument("--images", required=True, help="folder or .tar holding the CSV's files")
-    ap.add_argument("--detect", action="store_true",
-                    help="images are whole photos: detect (Haar) and crop like the daemon")
+    ap.add_argument(
+        "--detect",
+        action="store_true",
+        help="images are whole photos: detect (Haar) and crop like the daemon",
+    )
     ap.add_argument("--json", help="write the metrics to this JSON file")
     ap.add_argument("--model-dir", help="model folder (default: the packaged kiosk/models)")
     ap.add_argument("--filter", help="e.g. fold==9 or res_px==64,race!=1")
     ap.add_argument("--limit", type=int, help="only the first N matching rows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--flip-tta", choices=("on", "off"), help="override the model's setting")
-    ap.add_argument("--by-race", action="store_true",
-                    help="also report per UTKFace race code (from orig_file)")
+    ap.add_argument(
+        "--by-race", action="store_true", help="also report per UTKFace race code (from orig_file)"
+    )
+    ap.add_argument(
+        "--by-age",
+        action="store_true",
+        help="also report per true age group (nearest group to the age in years)",
+    )
     args = ap.parse_args(argv)
     tta = None if args.flip_tta is None else args.flip_tta == "on"
-    m = run(args.labels, args.images, args.detect, args.model_dir, args.filter, args.threads,
-            args.limit, tta, args.by_race)
+    m = run(
+        args.labels,
+        args.images,
+        args.detect,
+        args.model_dir,
+        args.filter,
+        args.threads,
+        args.limit,
+        tta,
+        args.by_race,
+        args.by_age,
+    )
     print(format_report(m, f"model {m['model_version']} on {args.labels}"))
-    if args.by_race:
-        for name, sub in m["by_race"].items():
-            print(f"  {name:>7}: n={sub['n']} gender={sub['gender_accuracy']:.3f} "
-                  f"(f {sub['gender_accuracy_female'] or 0:.3f} / "
-                  f"m {sub['gender_accuracy_male'] or 0:.3f}) "
-                  f"exact={sub['age_exact_accuracy'] or 0:.3f} "
-                  f"one-off={sub['age_one_off_accuracy'] or 0:.3f} mae={sub['mae_years']:.2f}")
+    for key in ("by_race", "by_age"):
+        for name, sub in m.get(key, {}).items():
+            print(f"  {name:>7}: " + group_line(sub))
     if args.json:
         out = {k: m.get(k) for k in JSON_KEYS}
         out.update({k: v for k, v in m.items() if k not in out})
