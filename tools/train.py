@@ -402,18 +402,18 @@ def finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, wo
     cal_rng = np.random.default_rng(args.seed + 17)
     cal_idx = np.sort(cal_rng.choice(train_idx, min(4000, len(train_idx)), replace=False))
     # Logit adjustment: the age head was trained with weights n_group^-balance; multiplying
-    # its output by n_group^balance restores the training set's age distribution. On the
-    # shipped model (balance 0.5) this raised fold-9 exact accuracy from 60.8 to 68.2 %
-    # (one-off 93.4 -> 92.6 %, MAE 6.51 -> 6.40 years).
+    # its output by n_group^balance restores the training set's age distribution. On
+    # compact-v1 (balance 0.5) this raised fold-9 exact accuracy from 60.8 to 68.2 %
+    # (one-off 93.4 -> 92.6 %, MAE 6.51 -> 6.40 years); MODEL_CARD.md has the current model.
     n_age = np.bincount(rows.age_nearest[train_idx], minlength=N_AGE).astype(float)
     prior = np.maximum(n_age, 1.0) ** args.balance
     prior = [round(float(v), 5) for v in prior / prior.mean()]
     for kind, d in kinds:
         meta = json.loads((d / "labels.json").read_text())
         meta["age_prior"] = prior
-        # Expected age = sum of probability x group midpoint (kiosk.labels). On the shipped
-        # model this gave a fold-9 MAE of 6.25 years against 6.40 with the training set's
-        # mean age per group.
+        # Expected age = sum of probability x group midpoint (kiosk.labels). On compact-v1
+        # this gave a fold-9 MAE of 6.25 years against 6.40 with the training set's mean age
+        # per group.
         meta["age_years"] = list(AGE_GROUP_MIDPOINTS)
         (d / "labels.json").write_text(json.dumps(meta, indent=2) + "\n")
         b = calibrate_gender(d, chips, cal_idx, rows.gender[cal_idx])
