@@ -72,6 +72,16 @@ class TlsFiles:
     client_cert: Path
     client_key: Path
 
+    @classmethod
+    def in_folder(cls, folder: Path) -> TlsFiles:
+        return cls(
+            ca=folder / "ca.crt",
+            server_cert=folder / "server.crt",
+            server_key=folder / "server.key",
+            client_cert=folder / "client.crt",
+            client_key=folder / "client.key",
+        )
+
 
 def make_tls_files(folder: Path, hostname: str = "localhost") -> TlsFiles:
     """A throwaway CA, a server cert (SAN hostname + 127.0.0.1) and a client cert; made with
@@ -87,13 +97,7 @@ def make_tls_files(folder: Path, hostname: str = "localhost") -> TlsFiles:
 
 def _make_tls_files_openssl(folder: Path, hostname: str) -> TlsFiles:
     folder.mkdir(parents=True, exist_ok=True)
-    files = TlsFiles(
-        ca=folder / "ca.crt",
-        server_cert=folder / "server.crt",
-        server_key=folder / "server.key",
-        client_cert=folder / "client.crt",
-        client_key=folder / "client.key",
-    )
+    files = TlsFiles.in_folder(folder)
     ca_key = folder / "ca.key"
 
     def run(*args: str) -> None:
@@ -208,13 +212,7 @@ def _make_tls_files_cryptography(folder: Path, hostname: str) -> TlsFiles:
         [x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
     client_key, client_cert = leaf("kiosk-client", ExtendedKeyUsageOID.CLIENT_AUTH, None)
-    files = TlsFiles(
-        ca=folder / "ca.crt",
-        server_cert=folder / "server.crt",
-        server_key=folder / "server.key",
-        client_cert=folder / "client.crt",
-        client_key=folder / "client.key",
-    )
+    files = TlsFiles.in_folder(folder)
     files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     files.client_cert.write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
