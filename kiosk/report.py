@@ -57,6 +57,7 @@ EXPORT_COLUMNS = (
     "temperature_status",
     "frames",
     "model_version",
+    "clock_synced",
 )
 _QUARTER = timedelta(minutes=15)  # every real UTC offset is a multiple of 15 minutes
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -216,6 +217,7 @@ def export_records(
                 v.temperature_status,
                 v.frames,
                 v.model_version,
+                "true" if v.clock_synced else "false",
             )
             yield (*row, v.temperature_c) if temperature else row
 
@@ -420,6 +422,23 @@ def out_path(template: str | None, first: date, last: date) -> str | None:
     return template.replace("{date}", when)
 
 
+def warn_unsynced(
+    store: Store, first: date, last: date, tz: ZoneInfo, device_id: str | None
+) -> None:
+    """Say on stderr when the period holds visits stamped before the clock was synchronised
+    (a board without a real-time clock that never reached NTP): the numbers stay, the reader
+    learns which of them may sit on the wrong day or hour."""
+    start, end = local_midnight(first, tz), local_midnight(last + timedelta(1), tz)
+    n = store.unsynced_visit_count(start, end, device_id)
+    if n:
+        print(
+            f"kiosk-report: warning: {n} {'visit was' if n == 1 else 'visits were'} stamped "
+            f"before the system clock was synchronised ({first} to {last}); their times may be "
+            "wrong (export shows them with clock_synced false)",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     source = resolve_source(args)
     if args.command == "purge":
@@ -464,6 +483,7 @@ def run(args: argparse.Namespace) -> int:
             columns, records = count_records(rows, args.by)
         with open_output(out_path(args.out, first, last)) as out:
             write_table(out, columns, records, args.format)
+        warn_unsynced(store, first, last, source.tz, source.device_id)
         return EXIT_OK
     finally:
         store.close()

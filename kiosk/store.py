@@ -318,6 +318,21 @@ class Store:
         with self.session() as s:
             return {(age, gender): n for age, gender, n in s.execute(q)}
 
+    def unsynced_visit_count(
+        self, start: datetime, end: datetime, device_id: str | None = None
+    ) -> int:
+        """Visits started in [start, end) that were stamped before the clock was trusted and
+        never restamped: their times, and so their day or hour, may be wrong."""
+        q = select(func.count()).where(
+            VisitRow.started_at >= to_utc_naive(start),
+            VisitRow.started_at < to_utc_naive(end),
+            VisitRow.clock_synced.is_(False),
+        )
+        if device_id:
+            q = q.where(VisitRow.device_id == device_id)
+        with self.session() as s:
+            return s.scalar(q) or 0
+
     def check_counts(
         self, start: datetime, end: datetime, device_id: str | None = None
     ) -> dict[str, int]:

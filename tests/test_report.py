@@ -427,3 +427,29 @@ def test_hour_buckets_cover_the_day_without_gaps():
         assert all(a.end == b.start for a, b in zip(buckets, buckets[1:], strict=False))
         assert all(b.start.astimezone(tz).date() == day for b in buckets), tz_name
         assert len({b.hour for b in buckets}) == len(buckets), tz_name
+
+
+def test_visits_stamped_before_clock_sync_are_flagged(db, tmp_path, capsys):
+    """A board without an RTC that never reached NTP: the rows still count, the report
+    warns on stderr and the export marks them, so nobody trusts their hour blindly."""
+    store, path = db
+    day = date(2026, 6, 10)
+    store.add_visit(visit(local(2026, 6, 10, 9, 0)))
+    store.add_visit(visit(local(2026, 6, 10, 9, 5), clock_synced=False))
+    store.add_visit(visit(local(2026, 6, 11, 9, 5), clock_synced=False))  # another day
+    args = ["--db", str(path), "--tz", "Europe/Berlin"]
+    out = tmp_path / "daily.csv"
+    assert run_report("daily", *args, "--date", day.isoformat(), out=out) == 0
+    assert counts_of(read_csv(out))[("25-32", "female")] == 2
+    err = capsys.readouterr().err
+    assert "1 visit was stamped before the system clock was synchronised" in err
+    assert "2026-06-10 to 2026-06-10" in err
+
+    exported = tmp_path / "export.csv"
+    rng = ["--from", "2026-06-10", "--to", "2026-06-11"]
+    assert run_report("export", *args, *rng, out=exported) == 0
+    assert [r["clock_synced"] for r in read_csv(exported)] == ["true", "false", "false"]
+    assert "2 visits were stamped" in capsys.readouterr().err
+
+    assert run_report("daily", *args, "--date", "2026-06-09", out=out) == 0
+    assert capsys.readouterr().err == ""
