@@ -179,3 +179,26 @@ def test_detect_on_real_faces(shared_data, tmp_path):
         read_labels(csv), *Classifier().probabilities(chips), np.zeros(8)
     )
     assert abs(m["gender_accuracy"] - direct["gender_accuracy"]) <= 0.15
+
+
+def test_reframe_scales_about_the_centre_and_repeats_the_border():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[22:42, 22:42] = 255  # a 20 px square in the middle
+    img[:, 0] = 100  # a left edge to be repeated into the new border
+    assert evaluate.reframe(img, 1.0) is img
+    loose = evaluate.reframe(img, 0.5)
+    assert loose.shape == img.shape
+    white = np.argwhere(loose[:, :, 0] > 128)
+    span = white.max(axis=0) - white.min(axis=0) + 1
+    assert ((8 <= span) & (span <= 12)).all()
+    assert abs(white.mean(axis=0) - 31.5).max() < 1.5  # still centred
+    assert loose[32, 2, 0] == 100  # the border repeats the edge pixels
+    tight = evaluate.reframe(img, 2.0)
+    assert (tight[16:48, 16:48] == 255).all()
+
+
+def test_zoom_outside_the_range_is_refused(tmp_path, capsys):
+    csv, images = write_set(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--labels", str(csv), "--images", str(images), "--zoom", "0"])
+    assert e.value.code == 2 and "--zoom 0.0" in capsys.readouterr().err
