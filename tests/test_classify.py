@@ -197,6 +197,20 @@ def test_two_file_layout(tmp_path):
     assert np.allclose(two.predict([crop])[0].age_probs, one.predict([crop])[0].age_probs)
 
 
+def test_shipped_figures_belong_to_the_shipped_model(clf):
+    """The evaluation, benchmark and card beside the model were made with this very model: a
+    retrained model.tflite without re-running tools/evaluate.py and tools/bench_models.py
+    (and updating MODEL_CARD.md) fails here instead of shipping stale numbers."""
+    version = clf.model_version
+    evaluated = json.loads((DEFAULT_MODEL_DIR / "eval_fold9.json").read_text())
+    benched = json.loads((DEFAULT_MODEL_DIR / "bench.json").read_text())
+    trained = json.loads((DEFAULT_MODEL_DIR / "metrics.json").read_text())
+    assert evaluated["model_version"] == version
+    assert benched["shipped"]["model_version"] == version
+    assert version.startswith(trained["name"] + "-")
+    assert f"`{version}`" in (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+
+
 # ------------------------------------------------------------------ accuracy on real faces
 def test_shipped_model_on_fold9_sample(shared_data, clf):
     """A fixed sample of 400 fold-9 faces (never trained on): an untrained model cannot pass."""
