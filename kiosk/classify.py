@@ -32,8 +32,10 @@ LABELS_FILE = "labels.json"
 #: inside the chip (40 % of chips had no detection at all), so they understate the box.
 HAAR_BOX_FRACTION = 1.04
 HAAR_CENTRE_OFFSET = 0.085
-#: crop_face returns at most this many pixels a side (preprocess resizes again anyway).
-CROP_SIZE = 96
+#: crop_face returns at most this many pixels a side: twice the shipped model's 56 px input,
+#: so that preprocess's INTER_AREA shrink takes OpenCV's integer-ratio path (10 us a face
+#: here, against 100 us from the 96 px crops used before; same box filter).
+CROP_SIZE = 112
 #: Input side of the shipped compact model; the model file's own input shape wins.
 DEFAULT_INPUT_SIZE = 64
 
@@ -166,17 +168,7 @@ class _Model:
             self.interp.resize_tensor_input(self.input["index"], [n, self.size, self.size, 3])
             self.interp.allocate_tensors()
             self._batch = n
-        dtype = self.input["dtype"]
-        scale, zero = self.input["quantization"]
-        if dtype == np.float32:
-            x = batch.astype(np.float32)
-        else:
-            x = batch.astype(np.float32)
-            if scale:
-                x = x / scale + zero
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x), info.min, info.max).astype(dtype)
-        self.interp.set_tensor(self.input["index"], x)
+        self.interp.set_tensor(self.input["index"], self._quantize(batch))
         self.interp.invoke()
         result = {}
         for out in self.outputs:
@@ -185,6 +177,19 @@ class _Model:
             y = (y.astype(np.float32) - z) * s if s else y.astype(np.float32)
             result[out["index"]] = y
         return result
+
+    def _quantize(self, batch: np.ndarray) -> np.ndarray:
+        dtype = self.input["dtype"]
+        scale, zero = self.input["quantization"]
+        if dtype == np.uint8 and scale == 1.0 and zero == 0:  # the shipped models: raw pixels
+            return np.ascontiguousarray(batch, dtype=np.uint8)
+        x = batch.astype(np.float32)
+        if dtype == np.float32:
+            return x
+        if scale:
+            x = x / scale + zero
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x), info.min, info.max).astype(dtype)
 
 
 def _normalise(p: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
     python tools/bench_models.py --reference runs/levi-hassner/float [--json OUT]
 
 Both go through kiosk.classify.Classifier (preprocess + interpreter + decoding) for one face
-(a 96x96 crop, what crop_face returns for a face larger than that) at one thread; the two
+(a CROP_SIZE square crop, what crop_face returns for a face larger than that) at one thread; the two
 are timed in alternating rounds in the same process so that load from other programs on the
 machine hits both alike. Also reports interpreter-only time and the model sizes.
 """
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kiosk.classify import Classifier, preprocess  # noqa: E402
+from kiosk.classify import CROP_SIZE, Classifier, preprocess  # noqa: E402
 
 
 def _time(fn, n: int) -> list[float]:
@@ -36,7 +36,7 @@ def _time(fn, n: int) -> list[float]:
 
 def bench(model_dir: str | None, reference: str | None, rounds: int = 20,
           per_round: int = 50, threads: int = 1) -> dict:
-    crop = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    crop = np.random.default_rng(0).integers(0, 256, (CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
     models = {"shipped": Classifier(model_dir, num_threads=threads)}
     if reference:
         models["reference"] = Classifier(reference, num_threads=threads)
