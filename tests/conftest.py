@@ -1,4 +1,6 @@
+import dataclasses
 import os
+import typing
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,16 @@ needs_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(),
     reason=f"real data folder {SHARED_DATA} is absent (it sits beside the repo for developers/CI)",
 )
+
+
+def config_key_paths(cls: type, prefix: str = ""):
+    """Every dotted key a config dataclass tree accepts, e.g. ``camera.source``."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from config_key_paths(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
 
 
 @pytest.fixture

@@ -1,24 +1,13 @@
-import dataclasses
 import subprocess
 import sys
-import typing
 
 import pytest
 import yaml
 
 from kiosk.config import EX_CONFIG, Config, ConfigError, load_config, parse_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, config_key_paths
 
 EXAMPLE = ROOT / "config.example.yaml"
-
-
-def _keys(cls, prefix=""):
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            yield from _keys(hints[f.name], f"{prefix}{f.name}.")
-        else:
-            yield f"{prefix}{f.name}"
 
 
 def _flatten(data, prefix=""):
@@ -33,7 +22,7 @@ def test_example_config_is_valid_and_documents_every_key():
     cfg = load_config(EXAMPLE)
     assert cfg.camera.source == "demo"
     documented = set(_flatten(yaml.safe_load(EXAMPLE.read_text())))
-    assert documented == set(_keys(Config))
+    assert documented == set(config_key_paths(Config))
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
-import typing
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -21,6 +19,7 @@ from kiosk.detect import Box
 from kiosk.gate import ExternalGate, parse_decision, verdict
 from kiosk.thermal.measure import FaceThermometer, MeasureSettings, ReferenceTracker, aggregate
 from kiosk.track import Tracker
+from tests.conftest import config_key_paths
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FS = settings(
@@ -30,16 +29,7 @@ FS = settings(
 # -- config loader ---------------------------------------------------------------------------
 
 
-def _key_paths(cls=Config, prefix=""):
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            yield from _key_paths(hints[f.name], f"{prefix}{f.name}.")
-        else:
-            yield f"{prefix}{f.name}"
-
-
-KEYS = sorted(_key_paths())
+KEYS = sorted(config_key_paths(Config))
 scalars = st.one_of(
     st.none(),
     st.booleans(),

@@ -31,6 +31,9 @@ if str(ROOT) not in sys.path:
 from kiosk.labels import AGE_GROUPS, GENDERS  # noqa: E402
 from tools.facedata import FaceRows, decode, iter_image_bytes, read_labels  # noqa: E402
 
+#: UTKFace race codes (third field of the original file name, ``orig_file``).
+RACES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
+
 JSON_KEYS = (
     "n",
     "gender_accuracy",
@@ -245,25 +248,16 @@ def run(
     m = compute_metrics(rows, age, female, clf.age_years, valid)
     m["latency_ms_median"] = float(np.median(lat) * 1000) if lat else None
     m["model_version"] = clf.model_version
-    if by_race:
-        names = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
-        m["by_race"] = per_group_metrics(
-            rows.subset(np.flatnonzero(valid)),
-            age[valid],
-            female[valid],
-            clf.age_years,
-            rows.race[valid],
-            names,
-        )
-    if by_age:
-        m["by_age"] = per_group_metrics(
-            rows.subset(np.flatnonzero(valid)),
-            age[valid],
-            female[valid],
-            clf.age_years,
-            rows.age_nearest[valid],
-            dict(enumerate(AGE_GROUPS)),
-        )
+    scored = rows.subset(np.flatnonzero(valid))
+    breakdowns = {
+        "by_race": (by_race, rows.race, RACES),
+        "by_age": (by_age, rows.age_nearest, dict(enumerate(AGE_GROUPS))),
+    }
+    for key, (wanted, codes, names) in breakdowns.items():
+        if wanted:
+            m[key] = per_group_metrics(
+                scored, age[valid], female[valid], clf.age_years, codes[valid], names
+            )
     return m
 
 

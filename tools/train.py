@@ -30,11 +30,10 @@ if str(ROOT) not in sys.path:
 
 from kiosk.classify import preprocess  # noqa: E402  (the one preprocessing function)
 from kiosk.labels import AGE_GROUP_MIDPOINTS, AGE_GROUPS, GENDERS  # noqa: E402
-from tools.evaluate import apply_filter, compute_metrics, per_group_metrics  # noqa: E402
+from tools.evaluate import RACES, apply_filter, compute_metrics, per_group_metrics  # noqa: E402
 from tools.facedata import FaceRows, load_chips, read_labels  # noqa: E402
 
 N_AGE = len(AGE_GROUPS)
-RACES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
 
 
 # ----------------------------------------------------------------------------- augmentation
