@@ -79,6 +79,8 @@ class Daemon:
             on_check=self.recorder.add,
             counters=self.counters,
             device_id=cfg.device_id,
+            # Always: results are the same either way; see kiosk/pipeline.py.
+            classify_off_thread=True,
         )
         # Does nothing unless mqtt.enabled; publishes from the store's outbox on its own thread.
         self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.store, cfg.tz, self.counters)
@@ -203,7 +205,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
-        self.pipeline.flush()
+        self.pipeline.close()  # open visits and those still being classified reach the recorder
         self.source.close()
         self.gate.close()
         self.recorder.close()

@@ -157,9 +157,10 @@ class NaivePipeline(Pipeline):
         self._finish(update.closed, update.discarded)
         self.counters.frame_done(frame.t_mono)
 
-    def classify(self, track: Track) -> Demographics:
+    def demographics(self, track: Track) -> Callable[[], Demographics]:
         sum_a, sum_f, n = self._sums.pop(track.id)
-        return Demographics.from_probabilities(sum_a / n, sum_f / n)
+        demo = Demographics.from_probabilities(sum_a / n, sum_f / n)
+        return lambda: demo
 
 
 def build_pipeline(
