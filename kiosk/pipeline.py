@@ -187,6 +187,10 @@ class Pipeline:
                 frames=track.frames,
             )
             self.closing.submit(partial(self._classified, visit, self.demographics(track)))
+            log.debug(
+                "track %d closed after %d frames: %d records wait for the classifier",
+                track.id, track.frames, len(self.closing),
+            )  # fmt: skip
         self.closing.collect()
 
     def _classified(self, closed: ClosedVisit, demographics: Callable[[], Demographics]) -> Visit:

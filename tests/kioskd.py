@@ -35,8 +35,8 @@ def write_config(tmp_path: Path, **sections) -> Path:
     return path
 
 
-def kioskd_cmd(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "kiosk.service", "--config", str(config), *args]
+def kioskd_cmd(config: Path, *args: str, module: str = "kiosk.service") -> list[str]:
+    return [sys.executable, "-m", module, "--config", str(config), *args]
 
 
 def run_kioskd(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -49,7 +49,7 @@ def run_kioskd(config: Path, *args: str, timeout: float = 120) -> subprocess.Com
 def start_kioskd(config: Path, *args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **kw.pop("env", {})}
     return subprocess.Popen(
-        kioskd_cmd(config, *args),
+        kioskd_cmd(config, *args, module=kw.pop("module", "kiosk.service")),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -171,8 +171,10 @@ def build_pipeline(
     cfg: Config | None = None,
     gate: Gate | None = None,
     on_check: Callable[[Check], None] = lambda check: None,
+    off_thread: bool = False,
 ) -> Pipeline:
-    """kind "fast": kioskd's frame path from `cfg`; "naive": the seed's loop."""
+    """kind "fast": kioskd's frame path from `cfg`; "naive": the seed's loop. `off_thread`:
+    closing visits classified on the classify thread, as kioskd does (fast only)."""
     cfg = cfg or Config()
     t = cfg.tracker
     tracker = Tracker(t.iou_threshold, t.max_gap_s, t.min_frames, t.best_crops)
@@ -191,6 +193,7 @@ def build_pipeline(
         on_check=on_check,
         counters=counters,
         device_id="bench",
+        classify_off_thread=off_thread,
     )
 
 
