@@ -24,8 +24,10 @@ observe call; the replay thread's CPU counts in the process figures). OpenCV and
 run at one thread. Stage figures are CPU time of the frame-loop thread (robust to other load
 on the machine); fps is wall-clock; CPU ms/frame is the whole process (decoder and reader
 threads included) per frame. Then: detection alone step by step from naive to kioskd's,
-age+gender latency for one face with each network, and the CPU cost of decoding one 640x480
-MJPEG camera frame. Figures, command and machine: docs/benchmarks.md.
+age+gender latency for one face with each network, the CPU cost of decoding one 640x480
+MJPEG camera frame, and fps with visits closing, each classified on the frame thread against
+off it (tools/bench_closing.py; `--only closing` runs that section alone). Figures, command
+and machine: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -405,9 +407,9 @@ def mjpeg_decode_ms(image: np.ndarray, n: int = 200) -> float:
     return statistics.median(samples) * 1000
 
 
-def child(args: list[str]) -> dict:
+def child(args: list[str], script: str = __file__) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, *args], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, check=False
     )
     if out.returncode != 0:
         raise RuntimeError(f"bench child {args} failed:\n{out.stderr}")
@@ -481,9 +483,17 @@ def table(naive: dict, fast: dict) -> list[str]:
     return rows
 
 
-def median_run(runs: list[dict]) -> dict:
-    """The run with the median process CPU per frame (load on the machine only adds)."""
-    return sorted(runs, key=lambda r: r["cpu_ms_per_frame"])[(len(runs) - 1) // 2]
+def median_run(runs: list[dict], key: str = "cpu_ms_per_frame") -> dict:
+    """The run with the median `key`; by default process CPU per frame (load only adds)."""
+    return sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2]
+
+
+def closing_section(args: argparse.Namespace, naive_models: Path) -> dict:
+    """tools/bench_closing.py: fps with visits closing, classified inline against off-thread."""
+    from tools import bench_closing  # it imports this module
+
+    models = {"shipped model": args.models, "Levi-Hassner f32 (slow)": str(naive_models)}
+    return bench_closing.section(args.work, models, args.repeat, args.cpu, args.seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -509,6 +519,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=(os.cpu_count() or 1) - 1,
         help="core each measured process is pinned to (-1: not pinned); default the last",
+    )
+    ap.add_argument(
+        "--only",
+        choices=("closing",),
+        help="run one section: closing = fps with visits closing, inline vs off-thread",
     )
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--latency", nargs=2, help=argparse.SUPPRESS)
@@ -542,6 +557,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"measured processes pinned to CPU {args.cpu}" if args.cpu is not None else "not pinned")
     print("naive classifier: seed's Levi-Hassner, float32 TFLite, random weights (timing only)")
     results: dict = {"machine": machine(), "cpu": args.cpu, "runs": {}, "argv": sys.argv}
+    if args.only == "closing":
+        results["closing"] = closing_section(args, naive_models)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return 0
 
     def run(clip: str, kind: str, paced: bool, thermal: str | None = None) -> dict:
         spec = {
@@ -608,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{latency['fast']['mjpeg_decode_ms'] * CAMERA_FPS / 10:.1f} % of one core at "
         f"{CAMERA_FPS:g} fps"
     )
+    results["closing"] = closing_section(args, naive_models)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
