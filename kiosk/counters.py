@@ -10,7 +10,8 @@ from datetime import datetime
 
 @dataclass
 class Counters:
-    """Plain numbers, updated from the frame loop only; readers take a consistent-enough view."""
+    """Plain numbers, updated from the frame loop only (but `inference_ms`, which the classify
+    thread appends to); readers take a consistent-enough view."""
 
     started_mono: float = field(default_factory=time.monotonic)
     frames: int = 0

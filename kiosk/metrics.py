@@ -51,7 +51,7 @@ class CountersCollector:
 
     def _drain_inference(self) -> None:
         samples = self._counters.inference_ms
-        # The frame loop appends at the right; taking from the left is safe alongside it.
+        # The classify thread appends at the right; taking from the left is safe alongside it.
         take = samples.popleft if hasattr(samples, "popleft") else (lambda: samples.pop(0))
         while samples:
             self._inference.observe(take() / 1000.0)

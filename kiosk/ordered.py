@@ -60,10 +60,6 @@ class OrderedWorker(Generic[T]):
         self.waits = 0  # times a full queue made the caller wait
         self._behind = False
 
-    @property
-    def threaded(self) -> bool:
-        return self._pool is not None
-
     def __len__(self) -> int:
         return len(self._pending)
 
