@@ -42,6 +42,8 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from kiosk import __version__
 from kiosk.config import ConfigError, MqttConfig, read_secret
@@ -290,14 +292,19 @@ _paho_log.addFilter(_PahoNoise())
 
 
 def make_client(
-    cfg: MqttConfig, client_id: str, password: str | None, *, will_topic: str | None = None
+    cfg: MqttConfig,
+    client_id: str,
+    password: str | None,
+    *,
+    will_topic: str | None = None,
+    v5: bool = False,
 ) -> mqtt.Client:
     """A paho 2.x client with auth, TLS, LWT and reconnect backoff; not yet connected."""
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        clean_session=True,
-        protocol=mqtt.MQTTv311,
+        clean_session=None if v5 else True,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
     )
     client.enable_logger(_paho_log)
     client.suppress_exceptions = True  # a bug in a callback must not kill the network thread
@@ -318,6 +325,15 @@ def make_client(
     client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
     client.max_inflight_messages_set(WINDOW)
     return client
+
+
+def connect_bounded(client: mqtt.Client, cfg: MqttConfig, max_packet: int) -> None:
+    """Connect a `make_client(..., v5=True)` client in the background, asking the broker never
+    to send it a packet over `max_packet` bytes (MQTT 5 Maximum Packet Size: the broker drops
+    such messages for this client), so a listener cannot be flooded with one huge payload."""
+    props = Properties(PacketTypes.CONNECT)
+    props.MaximumPacketSize = max_packet
+    client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=True, properties=props)
 
 
 class Publisher:
