@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from kiosk.clock import ClockTrust, shift, wall_offset_s
 from kiosk.counters import Counters
-from kiosk.store import Store
+from kiosk.store import Store, StoreError, driver_message
 from kiosk.visit import Check, Visit
 
 log = logging.getLogger("kioskd")
@@ -31,6 +31,8 @@ log = logging.getLogger("kioskd")
 MAX_QUEUED = 5000
 RETRY_INTERVAL_S = 2.0
 CLOCK_POLL_S = 1.0
+#: How often the database file is checked between records (a stat() call).
+FILE_CHECK_S = 2.0
 #: Records kept for restamping once the clock is trusted (ids and offsets only).
 MAX_UNSYNCED = 100_000
 #: A visit is recorded up to tracker.max_gap_s after its last frame: one whose frames were
@@ -64,6 +66,7 @@ class Recorder:
         self._to_restamp: tuple[dict[str, timedelta], dict[str, timedelta]] | None = None
         self._next_retry = 0.0
         self._next_clock = 0.0
+        self._next_file_check = 0.0
         self._untrusted_offset = wall_offset_s()
         self._step: tuple[float, timedelta] | None = None  # (monotonic time, size) when trusted
         self._failing = False
@@ -97,14 +100,14 @@ class Recorder:
             record = self.queue[0]
             try:
                 self._write(record)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, StoreError) as exc:
                 self._next_retry = time.monotonic() + RETRY_INTERVAL_S
                 newest = self.queue[-1]
                 level = logging.DEBUG if retry and self._failing else logging.ERROR
                 log.log(
                     level,
                     "cannot store records (%s): %d kept in memory (at most %d), newest %s %s",
-                    _reason(exc), len(self.queue), self.max_queued,
+                    driver_message(exc), len(self.queue), self.max_queued,
                     type(newest).__name__.lower(), newest.id,
                 )  # fmt: skip
                 self._failing = True
@@ -138,7 +141,13 @@ class Recorder:
         )  # fmt: skip
 
     def poll(self, now: float) -> None:
-        """From the frame loop: retry the queue and watch the clock."""
+        """From the frame loop: retry the queue, watch the clock and the database file."""
+        if now >= self._next_file_check:
+            self._next_file_check = now + FILE_CHECK_S
+            try:
+                self.store.follow_file()
+            except StoreError as exc:
+                log.error("%s", exc)
         if (self.queue or self._to_restamp) and now >= self._next_retry:
             self.flush(retry=True)
             if self._to_restamp and not self.queue:
@@ -169,9 +178,8 @@ class Recorder:
             n = self.store.restamp(visits, checks)
         except SQLAlchemyError as exc:
             self._next_retry = time.monotonic() + RETRY_INTERVAL_S
-            log.error(
-                "wall clock trusted; restamping stored records failed, will retry: %s", _reason(exc)
-            )
+            why = driver_message(exc)
+            log.error("wall clock trusted; restamping stored records failed, will retry: %s", why)
             return
         self._to_restamp = None
         steps = [d.total_seconds() for d in (*visits.values(), *checks.values())]
@@ -212,9 +220,3 @@ def _restamped(record: Record, d: timedelta | None) -> Record:
             clock_synced=True,
         )  # fmt: skip
     return dataclasses.replace(record, at=record.at + d, clock_synced=True)
-
-
-def _reason(exc: SQLAlchemyError) -> str:
-    """The driver's message (e.g. 'database or disk is full') without SQLAlchemy's SQL dump."""
-    orig = getattr(exc, "orig", None)
-    return str(orig) if orig is not None else str(exc).splitlines()[0]
