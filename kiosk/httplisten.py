@@ -1,4 +1,5 @@
-"""A small HTTP listener that a hostile client cannot use to exhaust the daemon.
+"""HTTP listeners that a hostile client cannot use to exhaust the daemon: the external gate's
+(`BoundedHTTPServer`) and, through the two mixins, the metrics endpoint's.
 
 Bounds, per connection: the request head and body together (`MAX_REQUEST_BYTES`, read through a
 capped reader, so neither a 64 kB request line nor a hundred long headers are buffered), a
@@ -62,12 +63,64 @@ def parse_length(value: str | None) -> int | None:
     return int(value.strip())
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: BoundedHTTPServer
+class CappedRequest:
+    """Handler mixin: the connection's read side is capped at MAX_REQUEST_BYTES."""
+
+    rfile: Any
 
     def setup(self) -> None:
-        super().setup()
-        self.rfile = _CappedReader(self.rfile, MAX_REQUEST_BYTES)  # type: ignore[assignment]
+        super().setup()  # type: ignore[misc]
+        self.rfile = _CappedReader(self.rfile, MAX_REQUEST_BYTES)
+
+
+class BoundedConnections:
+    """Server mixin (before a ThreadingMixIn server): at most MAX_CONNECTIONS at once, more
+    closed on accept; each cut off MAX_REQUEST_S after it was accepted, by the accept loop."""
+
+    name = "http"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._active: dict[socket.socket, float] = {}
+        self._active_lock = threading.Lock()
+        self._errors = LogEvery(log, logging.WARNING)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            full = len(self._active) >= MAX_CONNECTIONS
+            if not full:
+                self._active[request] = time.monotonic()
+        if full:
+            self._errors("%s: more than %d connections at once; one refused", self.name,
+                         MAX_CONNECTIONS)  # fmt: skip
+            self.shutdown_request(request)
+            return
+        request.settimeout(MAX_REQUEST_S)
+        super().process_request(request, client_address)  # type: ignore[misc]
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._active_lock:
+            self._active.pop(request, None)
+        super().shutdown_request(request)  # type: ignore[misc]
+
+    def service_actions(self) -> None:
+        """From the accept loop (every 0.5 s): cut off requests past their deadline."""
+        now = time.monotonic()
+        with self._active_lock:
+            late = [s for s, t0 in self._active.items() if now - t0 > MAX_REQUEST_S]
+        for sock in late:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        self._errors("%s: request from %s failed: %r", self.name, client_address[0], exc)
+
+
+class _Handler(CappedRequest, BaseHTTPRequestHandler):
+    server: BoundedHTTPServer
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
         if self.headers.get("Transfer-Encoding"):
@@ -99,50 +152,14 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug(f"{self.server.name}: " + fmt, *args)
 
 
-class BoundedHTTPServer(ThreadingHTTPServer):
+class BoundedHTTPServer(BoundedConnections, ThreadingHTTPServer):
     """POST bodies go to `on_body` on a worker thread; see the module docstring for bounds."""
 
     daemon_threads = True
 
     def __init__(self, host: str, port: int, name: str, on_body: BodyHandler) -> None:
         self.name, self.on_body = name, on_body
-        self._active: dict[socket.socket, float] = {}
-        self._lock = threading.Lock()
-        self._errors = LogEvery(log, logging.WARNING)
         super().__init__((host, port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._lock:
-            full = len(self._active) >= MAX_CONNECTIONS
-            if not full:
-                self._active[request] = time.monotonic()
-        if full:
-            self._errors("%s: more than %d connections at once; one refused", self.name,
-                         MAX_CONNECTIONS)  # fmt: skip
-            self.shutdown_request(request)
-            return
-        request.settimeout(MAX_REQUEST_S)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._lock:
-            self._active.pop(request, None)
-        super().shutdown_request(request)
-
-    def service_actions(self) -> None:
-        """From the accept loop (every 0.5 s): cut off requests past their deadline."""
-        now = time.monotonic()
-        with self._lock:
-            late = [s for s, t0 in self._active.items() if now - t0 > MAX_REQUEST_S]
-        for sock in late:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already gone
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        self._errors("%s: request from %s failed: %r", self.name, client_address[0], exc)
 
     def start(self) -> int:
         """Serve on a daemon thread; returns the port (useful with port 0)."""

@@ -229,3 +229,25 @@ def test_fuzz_mqtt_listener_takes_every_valid_decision(mqtt_gate, payloads):
     pub.publish("kiosk/fuzz/decision", b"fail", qos=1).wait_for_publish(5)
     assert wait_until(lambda: any(d.status == "fail" for d in gate._decisions), 5)
     assert gate._mqtt._thread.is_alive()
+
+
+def test_metrics_endpoint_survives_idle_and_oversized_clients():
+    pytest.importorskip("prometheus_client")
+    from kiosk.metrics import start_metrics_server
+
+    server = start_metrics_server("127.0.0.1", 0, Counters())
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 4):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+            idle.append(s)
+        huge = b"GET /metrics HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 60_000 + b"\r\n" * 2
+        assert raw(server.port, huge * 3) is not None
+        assert all(closed_by_server(s) for s in idle)
+        with urllib.request.urlopen(f"{server.url}", timeout=5) as resp:
+            assert b"kiosk_frames_total" in resp.read()
+    finally:
+        for s in idle:
+            s.close()
+        server.close()
