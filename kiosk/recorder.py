@@ -17,9 +17,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from kiosk import spill
 from kiosk.clock import ClockTrust, shift, wall_offset_s
 from kiosk.counters import Counters
 from kiosk.store import Store, StoreError, driver_message
@@ -51,6 +53,7 @@ class Recorder:
         outbox: bool,
         on_visit: Callable[[Visit], None],
         max_queued: int = MAX_QUEUED,
+        spill_path: Path | None = None,
     ) -> None:
         self.store = store
         self.counters = counters
@@ -59,6 +62,7 @@ class Recorder:
         self.on_visit = on_visit
         self.queue: deque[Record] = deque()
         self.max_queued = max_queued
+        self.spill_path = spill_path
         self.clock_synced = clock.synced()
         # id -> (is a visit, wall-clock offset when it was stamped), until the clock is trusted
         self._unsynced: dict[str, tuple[bool, float]] = {}
@@ -186,14 +190,40 @@ class Recorder:
         step = max(steps, key=abs, default=0.0)
         log.info("wall clock trusted: restamped %d records (clock stepped %+.0f s)", n, step)
 
-    def close(self) -> None:
-        """Last try at shutdown; what still cannot be written is lost and said so."""
+    def recover(self) -> None:
+        """At start: store the records the last run saved at exit (kiosk/spill.py) first."""
+        if self.spill_path is None:
+            return
+        saved = spill.load(self.spill_path)
+        if not saved:
+            return
+        log.warning("storing %d records saved at the last exit (%s)", len(saved), self.spill_path)
+        self.queue.extend(saved)
         self.flush()
-        if self.queue:
+        if not self.queue:
+            self.spill_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Last try at shutdown; what still cannot be written goes to the spill file for the
+        next start, and only what cannot be saved there either is lost, and said so."""
+        self.flush()
+        if not self.queue:
+            if self.spill_path is not None:
+                self.spill_path.unlink(missing_ok=True)
+            return
+        try:
+            if self.spill_path is None:
+                raise OSError("no file to save them in")
+            n = spill.save(self.spill_path, self.queue)
+        except OSError as exc:
             lost = sum(isinstance(r, Visit) for r in self.queue)
             self.counters.visits_dropped += lost
-            log.error("%d queued records could not be stored before exit and are lost", lost)
-            self.queue.clear()
+            log.error("%d queued records could not be stored before exit and are lost (%s)",
+                      lost, exc)  # fmt: skip
+        else:
+            log.error("%d records could not be stored before exit; saved in %s and stored at "
+                      "the next start", n, self.spill_path)  # fmt: skip
+        self.queue.clear()
 
 
 def stamped_before_step(end: datetime, now: datetime, step: timedelta) -> timedelta | None:

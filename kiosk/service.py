@@ -38,6 +38,8 @@ STATUS_INTERVAL_S = 5.0
 RETENTION_INTERVAL_S = 24 * 3600.0
 # A purge deletes one day per transaction (~0.1 s with 100k outbox rows); stop waits this long.
 RETENTION_JOIN_S = 10.0
+# Beside the database: records it would not take at the last exit (kiosk/spill.py).
+SPILL_NAME = "kiosk-unstored.jsonl"
 
 
 class Daemon:
@@ -58,6 +60,7 @@ class Daemon:
         self.recorder = Recorder(
             self.store, self.counters, ClockTrust(cfg.clock.trust), cfg.mqtt.enabled,
             on_visit=self._visit_committed,
+            spill_path=(self.store.path.parent if self.store.path else cfg.state_path) / SPILL_NAME,
         )  # fmt: skip
         self.classifier = Classifier(cfg.classifier.model_dir, cfg.classifier.num_threads)
         self.detector = FocusedDetector.from_config(cfg.detector)
@@ -172,6 +175,7 @@ class Daemon:
 
     def run(self, max_frames: int | None = None, duration_s: float | None = None) -> int:
         self.install_signals()
+        self.recorder.recover()
         log.info(
             "kioskd %s started: device %s, camera %s, database %s, model %s",
             __version__, self.cfg.device_id, redact_url(self.cfg.camera.source),
