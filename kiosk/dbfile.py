@@ -37,9 +37,12 @@ class WriterLock:
                 f"{self.path.with_suffix('')}: in use by another kioskd (pid {holder}); "
                 "one database takes one daemon"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        try:  # who holds it, for the message above; the lock itself is the flock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
 
     def release(self) -> None:
         if self._fd is not None:

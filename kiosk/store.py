@@ -295,6 +295,8 @@ class Store:
                 self._lock.acquire()
             except DatabaseInUse as exc:
                 raise StoreError(str(exc)) from None
+            except OSError as exc:
+                raise StoreError(f"{self._lock.path}: {exc.strerror}") from None
         if not create:
             # Read-only first: a foreign file is refused before any pragma could change it.
             probe = make_engine(url, read_only=self.path is not None)
@@ -326,7 +328,8 @@ class Store:
             with self._sessions.begin() as s:
                 s.merge(Meta(key="last_start", value=stamp))
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot write the database: {driver_message(exc)}") from None
+            where = self.path or "the database"
+            raise StoreError(f"{where}: cannot write: {driver_message(exc)}") from None
 
     def follow_file(self) -> None:
         """Before a write: when the database file was deleted or replaced since it was opened,

@@ -18,7 +18,7 @@ import pytest
 from kiosk.config import EX_CONFIG
 from tests.broker import Broker, Subscriber, free_port, needs_mosquitto
 from tests.kioskd import run_kioskd, write_config
-from tests.reliability import RunningKioskd
+from tests.reliability import RunningKioskd, fill, small_filesystem
 from tools.make_demo import ENTER_S, Appearance, render, write_video
 
 LOOP = {"source": "demo", "loop": True, "realtime": False}  # a visit every ~2.5 s
@@ -319,6 +319,39 @@ def test_bad_storage_exits_78_in_one_line(tmp_path, state_dir, url):
     with sqlite3.connect(foreign) as conn:
         tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"invoices"}
+
+
+def test_full_disk_at_start_exits_78_in_one_line(tmp_path):
+    with small_filesystem(tmp_path / "fs") as mnt:
+        if mnt is None:
+            pytest.skip("cannot loop-mount a filesystem image here (needs root and /dev/loop*)")
+        state = mnt / "state"
+        state.mkdir()
+        fill(mnt)
+        r = run_kioskd(write_config(tmp_path, state_dir=str(state)), "--max-frames", "5")
+    assert r.returncode == EX_CONFIG, r.stderr
+    assert "kiosk.db" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "No space left on device" in r.stderr or "disk is full" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# -- camera trouble is a warning ----------------------------------------------------------
+
+
+def test_stream_stuck_connecting_is_a_warning(tmp_path):
+    silent = socket.socket()  # accepts the TCP connection, never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/stream"
+    cfg = write_config(tmp_path, camera={"source": url, "stall_timeout_s": 1})
+    kioskd = RunningKioskd(cfg)
+    try:
+        assert kioskd.wait_for("WARNING kiosk.frames: camera .* still connecting after", timeout=60)
+        kioskd.proc.send_signal(signal.SIGTERM)
+        assert kioskd.finish() == 0, kioskd.text
+    finally:
+        kioskd.kill()
+        silent.close()
 
 
 # -- two kioskd on one database ------------------------------------------------------------
