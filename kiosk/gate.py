@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kiosk.config import GateConfig, MqttConfig, ThermalConfig
+from kiosk.config import ConfigError, GateConfig, MqttConfig, ThermalConfig
 from kiosk.counters import Counters
 from kiosk.detect import Box
 from kiosk.frames import Frame
@@ -415,7 +415,11 @@ def build_gate(
     if gate_cfg.mode == "external":
         gate = ExternalGate(counters, gate_cfg.match_window_s, gate_cfg.unmeasured_passes)
         if gate_cfg.http_port:
-            gate.serve_http(gate_cfg.http_host, gate_cfg.http_port)
+            try:
+                gate.serve_http(gate_cfg.http_host, gate_cfg.http_port)
+            except OSError as exc:
+                where = f"{gate_cfg.http_host}:{gate_cfg.http_port}"
+                raise ConfigError("gate.http_port", f"cannot listen on {where}: {exc}") from None
         if gate_cfg.mqtt_topic:
             if mqtt_cfg is None:
                 raise ValueError("gate.mqtt_topic needs the mqtt section for the broker")

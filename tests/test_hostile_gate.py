@@ -95,6 +95,18 @@ def test_slow_and_surplus_connections_are_cut_off_and_the_listener_keeps_serving
         gate.close()
 
 
+def test_port_in_use_is_a_config_error_naming_the_key():
+    from kiosk.config import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        cfg = GateConfig(mode="external", http_port=taken.getsockname()[1])
+        with pytest.raises(ConfigError) as err:
+            build_gate(cfg, ThermalConfig(), Counters())
+    assert err.value.key == "gate.http_port" and "cannot listen" in str(err.value)
+
+
 def test_flood_is_rate_limited_and_bounded():
     gate = ExternalGate(Counters())
     port = gate.serve_http("127.0.0.1", 0)
@@ -143,6 +155,25 @@ def http_gate():
     port = gate.serve_http("127.0.0.1", 0)
     yield gate, port
     gate.close()
+
+
+@pytest.fixture(scope="module")
+def metrics_port():
+    pytest.importorskip("prometheus_client")
+    from kiosk.metrics import start_metrics_server
+
+    server = start_metrics_server("127.0.0.1", 0, Counters())
+    yield server.port
+    server.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(requests, min_size=1, max_size=4))
+def test_fuzz_metrics_listener_keeps_serving(metrics_port, batch):
+    for data in batch:
+        raw(metrics_port, data)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+        assert resp.status == 200
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
