@@ -32,7 +32,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from kiosk.config import MAX_RETENTION_DAYS, ConfigError, load_config
 from kiosk.labels import AGE_GROUPS, GENDERS
 from kiosk.logsetup import redact_url
-from kiosk.store import Store, StoreError, sqlite_path
+from kiosk.store import Store, StoreError, sqlite_path, url_problem
 from kiosk.visit import Visit
 
 EXIT_OK = 0
@@ -457,6 +457,8 @@ def resolve_source(args: argparse.Namespace) -> Source:
 
 
 def open_store(url: str, read_only: bool = True) -> Store:
+    if why := url_problem(url):
+        raise InputError(f"database {redact_url(url)}: {why}")
     path = sqlite_path(url)
     if path is not None:
         try:

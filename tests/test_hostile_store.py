@@ -129,6 +129,13 @@ def test_report_bad_dates_and_ranges_exit_2(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+def test_report_never_prints_a_database_password(capsys):
+    for url in ("postgresql://kiosk:dbPa55word@127.0.0.1/test", "mysql://k:dbPa55word@h/x"):
+        assert report.main(["daily", "--db", url, "--tz", "UTC"]) == 2
+    err = capsys.readouterr().err
+    assert "driver is not installed" in err and "dbPa55word" not in err and "k:***@" in err
+
+
 def daily(db: Path, out: Path) -> int:
     return report.main(["daily", "--db", str(db), "--tz", "UTC", "--out", str(out)])
 
