@@ -64,6 +64,16 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(_BOOL, _BOOL_RE, list("tTfF"))
 _Loader.add_implicit_resolver(_FLOAT, _FLOAT_RE, list("-+0123456789."))
 _LOADER = _Loader
+
+
+class ConfigDumper(yaml.SafeDumper):
+    """Writes YAML that the config loader reads back as written: it quotes the text that
+    the loader's YAML 1.2 scalars would read as a number (`1e5`) and leaves `off` plain."""
+
+
+ConfigDumper.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
 # YAML 1.1 booleans that _Loader reads as text: named in the error for a true/false key.
 _YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n")
 # The real config nests 3 deep; PyYAML's scanner slows down quadratically with depth and its

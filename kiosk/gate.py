@@ -241,8 +241,8 @@ def _temperature(value: Any) -> float | None:
         temperature = float(value)
     except OverflowError:
         raise ValueError("temperature_c must be a finite number") from None
-    if not math.isfinite(temperature):
-        raise ValueError("temperature_c must be a finite number")
+    if not math.isfinite(temperature) or not -50.0 <= temperature <= 150.0:
+        raise ValueError("temperature_c must be a number of degrees Celsius in -50..150")
     return temperature
 
 

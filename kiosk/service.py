@@ -107,7 +107,7 @@ class Daemon:
         days = self.cfg.store.retention_days
         try:
             visits, checks = apply_retention(
-                self.store, days, self.cfg.tz, None, self.cfg.device_id
+                self.store, days, self.cfg.tz, device_id=self.cfg.device_id
             )
         except SQLAlchemyError as exc:
             log.error("retention purge failed: %s", driver_message(exc))

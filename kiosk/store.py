@@ -38,6 +38,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from kiosk.dbfile import DatabaseInUse, FileIdentity, WriterLock, save_copy
+from kiosk.logsetup import redact_url
 from kiosk.visit import Check, Visit
 
 log = logging.getLogger(__name__)
@@ -314,7 +315,10 @@ class Store:
 
     def _open(self, read_only: bool, create: bool, writer: bool) -> None:
         if create and not read_only:
-            migrate(self.engine, self.url)
+            try:
+                migrate(self.engine, self.url)
+            except StoreError as exc:
+                raise StoreError(f"{self.path or redact_url(self.url)}: {exc}") from None
         if writer:
             self._prove_writable()
             if self.path is not None:

@@ -316,6 +316,7 @@ def test_bad_storage_exits_78_in_one_line(tmp_path, state_dir, url):
     r = run_kioskd(write_config(tmp_path, **sections), "--max-frames", "5", timeout=60)
     assert r.returncode == EX_CONFIG, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "/state" in r.stderr or str(tmp_path) in r.stderr or "/ is a directory" in r.stderr
     with sqlite3.connect(foreign) as conn:
         tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"invoices"}
