@@ -282,3 +282,49 @@ def test_metrics_endpoint_survives_idle_and_oversized_clients():
         for s in idle:
             s.close()
         server.close()
+
+
+@pytest.fixture(scope="module")
+def publisher(tmp_path_factory):
+    """A real Publisher on a real broker, and a client to throw things at its subscriptions."""
+    from zoneinfo import ZoneInfo
+
+    from kiosk.mqtt import Publisher
+    from kiosk.store import Store
+
+    folder = tmp_path_factory.mktemp("publisher")
+    with Broker(folder) as broker:
+        store = Store(f"sqlite:///{folder / 'kiosk.db'}")
+        cfg = MqttConfig(enabled=True, port=broker.port, reconnect_min_s=0.1, reconnect_max_s=0.5)
+        p = Publisher(cfg, "door", store, ZoneInfo("UTC"), Counters())
+        p.start()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        try:
+            assert wait_until(lambda: p.connected, 10)
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+            yield p, store, client
+        finally:
+            client.loop_stop()
+            client.disconnect()
+            p.stop()
+            store.close()
+
+
+@needs_mosquitto
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(max_size=300) | st.sampled_from([b"online", b" ONLINE ", b"x" * 20_000]),
+                max_size=6))  # fmt: skip
+def test_fuzz_home_assistant_status_never_stops_publishing(publisher, payloads):
+    from datetime import UTC, datetime
+
+    from kiosk.visit import Visit
+
+    p, store, client = publisher
+    for payload in payloads:
+        client.publish("homeassistant/status", payload, qos=1).wait_for_publish(5)
+    now = datetime.now(UTC)
+    store.add_visit(Visit("door", now, now, "25-32", 0.9, "male", 0.9, None, "off", 9, "m"), True)
+    p.wake()
+    assert wait_until(lambda: store.outbox_depth() == 0, 10)
+    assert p.connected and p._thread.is_alive() and p.client._thread.is_alive()
