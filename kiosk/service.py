@@ -274,6 +274,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Until the daemon's handlers are in place (models, database, camera take seconds), a
+    # reload or a stray USR2 must not kill it; they are handled from READY on.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     args = parse_args(argv)
     try:
         cfg = load_config(args.config)
