@@ -3,6 +3,7 @@ free loopback port. Each test is one hostile input or fault; docs/reliability.md
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -207,11 +208,15 @@ def test_sighup_restarts_gracefully_and_sigusr2_is_ignored(tmp_path):
         ({"gate": {"mode": "external", "mqtt_topic": "a#b"}}, "gate.mqtt_topic"),
         ({"store": {"url": "mysql://kiosk:dbPa55word@127.0.0.1/kiosk"}}, "store.url"),
         ({"store": {"url": "not a url"}}, "store.url"),
-        ({"store": {"url": "postgresql://kiosk:dbPa55word@127.0.0.1/test"}}, "store.url"),
+        ({"store": {"url": "postgresql+pg8000://kiosk:dbPa55word@127.0.0.1/test"}}, "store.url"),
         ({"camera": {"fps": 1.0e300}}, "camera.fps"),
     ],
 )
 def test_bad_values_exit_78_naming_the_key(tmp_path, sections, key):
+    url = sections.get("store", {}).get("url", "")
+    driver = {"mysql": "MySQLdb", "postgresql+pg8000": "pg8000"}.get(url.split(":")[0])
+    if driver and importlib.util.find_spec(driver):
+        pytest.skip(f"{driver} is installed here: the URL is not a bad one")
     cfg = write_config(tmp_path, **sections)
     for args in (("--check-config",), ()):
         r = run_kioskd(cfg, *args, timeout=60)

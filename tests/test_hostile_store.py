@@ -3,6 +3,7 @@ real listening socket for the broker that drops; and the config invariants as pr
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -130,7 +131,10 @@ def test_report_bad_dates_and_ranges_exit_2(tmp_path, capsys, args, message):
 
 
 def test_report_never_prints_a_database_password(capsys):
-    for url in ("postgresql://kiosk:dbPa55word@127.0.0.1/test", "mysql://k:dbPa55word@h/x"):
+    if importlib.util.find_spec("pg8000") or importlib.util.find_spec("MySQLdb"):
+        pytest.skip("a driver these URLs need is installed here")
+    urls = ("postgresql+pg8000://kiosk:dbPa55word@127.0.0.1/test", "mysql://k:dbPa55word@h/x")
+    for url in urls:
         assert report.main(["daily", "--db", url, "--tz", "UTC"]) == 2
     err = capsys.readouterr().err
     assert "driver is not installed" in err and "dbPa55word" not in err and "k:***@" in err
