@@ -21,7 +21,7 @@ from kiosk.counters import Counters
 from kiosk.focus import FocusedDetector
 from kiosk.frames import CameraSource
 from kiosk.gate import Gate, build_gate
-from kiosk.logsetup import add_url_secret, redact_url, scrub, setup_logging
+from kiosk.logsetup import add_url_secret, redact_url, scrub, setup_logging, under_journald
 from kiosk.metrics import MetricsServer, MetricsUnavailable, start_metrics_server
 from kiosk.mqtt import Publisher
 from kiosk.notify import Notifier
@@ -282,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        print(f"kioskd: config error: {scrub(str(exc))}", file=sys.stderr)
+        err = "<3>" if under_journald() else ""  # before logging is set up
+        print(f"{err}kioskd: config error: {scrub(str(exc))}", file=sys.stderr)
         return EX_CONFIG
     if args.check_config:
         print(f"kioskd: {args.config}: config ok")

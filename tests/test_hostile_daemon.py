@@ -421,6 +421,15 @@ def test_no_secret_reaches_the_log_and_levels_reach_journald(tmp_path):
     assert "mqtt: connected" in log and "rtsp://admin:***@" in log
     for secret in SECRETS:
         assert secret not in log
+    # A config error comes before logging is set up: an error all the same.
+    read_end, write_end = os.pipe()
+    st = os.fstat(write_end)
+    env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+    cfg.write_text(cfg.read_text() + "bogus: 1\n")
+    subprocess.run(cmd, stderr=write_end, env=env, timeout=60)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        assert f.read().startswith("<3>kioskd: config error: bogus: unknown key")
 
 
 # -- Home Assistant `online` flood -----------------------------------------------------------
