@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from kiosk.config import EX_CONFIG
+from kiosk.store import Store
 from tests.broker import Broker, Subscriber, free_port, needs_mosquitto
 from tests.kioskd import run_kioskd, write_config
 from tests.reliability import RunningKioskd, fill, small_filesystem
@@ -142,14 +143,20 @@ def one_more_visit_then_stop(kioskd: RunningKioskd) -> None:
 # -- 3. the database file deleted while kioskd runs -----------------------------------------
 
 
-def test_database_deleted_while_running_loses_nothing(tmp_path):
+@pytest.mark.parametrize("how", ["deleted", "replaced by another file"])
+def test_database_deleted_while_running_loses_nothing(tmp_path, how):
     cfg = write_config(tmp_path, camera=LOOP)
     db = tmp_path / "state" / "kiosk.db"
     kioskd = RunningKioskd(cfg)
     try:
         assert kioskd.wait_for("committed", timeout=90), kioskd.text
-        db.unlink()
-        assert kioskd.wait_for("was deleted while kioskd ran", timeout=30), kioskd.text
+        if how == "deleted":
+            db.unlink()
+        else:  # a restore from a backup: another kiosk database renamed over it
+            other = tmp_path / "backup.db"
+            Store(f"sqlite:///{other}").close()
+            os.replace(other, db)
+        assert kioskd.wait_for(f"was {how} while kioskd ran", timeout=30), kioskd.text
         one_more_visit_then_stop(kioskd)
     finally:
         kioskd.kill()
