@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from kiosk.logsetup import add_secret
+
 EX_CONFIG = 78
 # thermal.reference as a box: x,y,w,h in thermal pixels, width and height at least 1.
 REFERENCE_BOX = re.compile(r"\d+,\d+,[1-9]\d*,[1-9]\d*")
@@ -28,10 +30,66 @@ REFERENCE_BOX = re.compile(r"\d+,\d+,[1-9]\d*,[1-9]\d*")
 # on a busy 2-core x86 (libyaml in ~1 s); either way well inside systemd's start timeout.
 MAX_CONFIG_BYTES = 128_000
 # libyaml when PyYAML was built with it (much faster), else the pure-Python safe loader.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+_BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_FLOAT_RE = re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc, valid-type]
+    """The safe loader with YAML 1.2 plain scalars: only true/false are booleans (YAML 1.1 read
+    `mode: off` as false), `1.0e300` is a number (1.1 wanted `1.0e+300`), and a key given twice
+    in one mapping is an error (1.1 let the second silently replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                continue  # unhashable: SafeConstructor reports it
+            if key in seen:
+                why = f"key {key!r} appears twice"
+                raise yaml.constructor.ConstructorError(None, None, why, key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
+    for first, resolvers in _BASE_LOADER.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, _BOOL_RE, list("tTfF"))
+_Loader.add_implicit_resolver(_FLOAT, _FLOAT_RE, list("-+0123456789."))
+_LOADER = _Loader
+
+
+class ConfigDumper(yaml.SafeDumper):
+    """Writes YAML that the config loader reads back as written: it quotes the text that
+    the loader's YAML 1.2 scalars would read as a number (`1e5`) and leaves `off` plain."""
+
+
+ConfigDumper.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
+# YAML 1.1 booleans that _Loader reads as text: named in the error for a true/false key.
+_YAML11_BOOLS = ("yes", "no", "on", "off", "y", "n")
 # The real config nests 3 deep; PyYAML's scanner slows down quadratically with depth and its
 # composer recurses, so a 100 kB file of '[' would hang for minutes, then crash.
 MAX_CONFIG_DEPTH = 16
+# Upper bounds, so that every value that passes validation also works at run time (a day
+# count beyond ~2.9 million overflows date arithmetic, a wait beyond ~292 years a timeout).
+MAX_RETENTION_DAYS = 36_500
+MAX_WAIT_S = 3600.0
+MAX_FPS = 1000.0
+MAX_PIXELS = 16_384
+# Device ids go into MQTT topics, Home Assistant ids and a 64-character database column; ASCII
+# only, so that two ids never map to one Home Assistant entity.
+DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# MQTT topic levels here are short; a topic may be at most 65,535 bytes in all.
+MAX_TOPIC_CHARS = 200
 
 
 class ConfigError(Exception):
@@ -54,23 +112,23 @@ def opt(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSIN
 class CameraConfig:
     # "demo", a device index ("0"), "/dev/videoN", a video file, or an rtsp:// / http:// URL
     source: str = "demo"
-    width: int = opt(640, gt=0)
-    height: int = opt(480, gt=0)
-    fps: float = opt(15.0, gt=0)
+    width: int = opt(640, gt=0, le=MAX_PIXELS)
+    height: int = opt(480, gt=0, le=MAX_PIXELS)
+    fps: float = opt(15.0, gt=0, le=MAX_FPS)
     loop: bool = False
     # Replay files at their own frame rate (True) or as fast as the pipeline runs (False).
     realtime: bool = True
-    stall_timeout_s: float = opt(5.0, gt=0)
-    reconnect_initial_s: float = opt(0.5, gt=0)
-    reconnect_max_s: float = opt(30.0, gt=0)
+    stall_timeout_s: float = opt(5.0, gt=0, le=MAX_WAIT_S)
+    reconnect_initial_s: float = opt(0.5, gt=0, le=MAX_WAIT_S)
+    reconnect_max_s: float = opt(30.0, gt=0, le=MAX_WAIT_S)
 
 
 @dataclass
 class DetectorConfig:
     scale_factor: float = opt(1.15, gt=1.0, le=2.0)
-    min_neighbors: int = opt(5, ge=0)
+    min_neighbors: int = opt(5, ge=0, le=100)
     # Smallest face, in full-frame pixels; a kiosk face is large.
-    min_size_px: int = opt(60, ge=8)
+    min_size_px: int = opt(60, ge=8, le=MAX_PIXELS)
     # Detection runs on a grey frame shrunk by this factor.
     downscale: float = opt(2.0, ge=1.0, le=8.0)
     # Optional [x, y, w, h] region of the frame where faces can appear.
@@ -84,9 +142,9 @@ class DetectorConfig:
 class TrackerConfig:
     iou_threshold: float = opt(0.2, gt=0, lt=1)
     # A track needs this many frames with a face to count as a visitor.
-    min_frames: int = opt(5, ge=1)
+    min_frames: int = opt(5, ge=1, le=100_000)
     # A track closes (becomes a visit) once unseen for this long.
-    max_gap_s: float = opt(1.0, gt=0)
+    max_gap_s: float = opt(1.0, gt=0, le=MAX_WAIT_S)
     # Crops classified per visit (largest/sharpest first).
     best_crops: int = opt(5, ge=1, le=50)
 
@@ -107,27 +165,27 @@ class ThermalConfig:
     # Quarter turns clockwise to make faces upright.
     rotate: int = opt(0, ge=0, le=3)
     loop: bool = True
-    fps: float = opt(9.0, gt=0)
+    fps: float = opt(9.0, gt=0, le=MAX_FPS)
     # Lepton TLinear resolution: 0.01 (centi-kelvin) or 0.1 K per count.
     lepton_resolution_k: float = opt(0.01, choices=(0.01, 0.1))
-    stall_timeout_s: float = opt(5.0, gt=0)
-    reconnect_initial_s: float = opt(0.5, gt=0)
-    reconnect_max_s: float = opt(30.0, gt=0)
+    stall_timeout_s: float = opt(5.0, gt=0, le=MAX_WAIT_S)
+    reconnect_initial_s: float = opt(0.5, gt=0, le=MAX_WAIT_S)
+    reconnect_max_s: float = opt(30.0, gt=0, le=MAX_WAIT_S)
     # 3x3 visible->thermal homography (row-major nested lists); none means single_person mode.
     homography: list[list[float]] | None = None
     emissivity: float = opt(0.98, gt=0, le=1)
-    offset_c: float = 0.0
-    skin_min_c: float = 30.0
-    skin_max_c: float = 43.0
-    min_pixels: int = opt(12, ge=1)
-    hottest_pixels: int = opt(8, ge=1)
+    offset_c: float = opt(0.0, ge=-20, le=20)
+    skin_min_c: float = opt(30.0, ge=-50, le=100)
+    skin_max_c: float = opt(43.0, ge=-50, le=100)
+    min_pixels: int = opt(12, ge=1, le=1_000_000)
+    hottest_pixels: int = opt(8, ge=1, le=1_000_000)
     # single_person mode: the warm head blob must cover at least this share of the frame.
     min_face_fraction: float = opt(0.015, gt=0, lt=1)
     # Readings per visit whose median is the visit's temperature (the hottest valid ones).
-    best_readings: int = opt(5, ge=1)
+    best_readings: int = opt(5, ge=1, le=1000)
     # Reference emitter: "auto", "off", or "x,y,w,h" in thermal pixels; known temperature in C.
     reference: str = "auto"
-    reference_c: float | None = None
+    reference_c: float | None = opt(None, ge=-50, le=100)
     reference_smoothing: float = opt(0.1, gt=0, le=1)
 
 
@@ -141,14 +199,14 @@ class GateConfig:
     http_port: int = opt(0, ge=0, le=65535)
     mqtt_topic: str = ""
     # How far apart a decision and a visit may be to belong together.
-    match_window_s: float = opt(5.0, gt=0)
+    match_window_s: float = opt(5.0, gt=0, le=600)
 
 
 @dataclass
 class StoreConfig:
     # SQLAlchemy URL; empty means sqlite:///<state_dir>/kiosk.db
     url: str = ""
-    retention_days: int = opt(365, ge=1)
+    retention_days: int = opt(365, ge=1, le=MAX_RETENTION_DAYS)
 
 
 @dataclass
@@ -157,7 +215,8 @@ class MqttConfig:
     host: str = "127.0.0.1"
     port: int = opt(1883, ge=1, le=65535)
     prefix: str = "kiosk"
-    keepalive_s: int = opt(30, ge=5)
+    # MQTT carries keep-alive in 16 bits.
+    keepalive_s: int = opt(30, ge=5, le=65535)
     username: str = ""
     # Password comes from this environment variable, this file, or the systemd credential
     # "mqtt_password" ($CREDENTIALS_DIRECTORY); never from the YAML itself.
@@ -168,22 +227,26 @@ class MqttConfig:
     cert_file: str = ""
     key_file: str = ""
     tls_insecure: bool = False
-    stats_interval_s: float = opt(60.0, gt=0)
+    stats_interval_s: float = opt(60.0, gt=0, le=86400)
     publish_temperature: bool = False
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
-    outbox_max_age_days: float = opt(30.0, gt=0)
-    outbox_max_count: int = opt(100_000, ge=1)
+    outbox_max_age_days: float = opt(30.0, gt=0, le=MAX_RETENTION_DAYS)
+    outbox_max_count: int = opt(100_000, ge=1, le=10_000_000)
     # Reconnect backoff: the first retry after this, doubling up to reconnect_max_s.
-    reconnect_min_s: float = opt(1.0, gt=0)
-    reconnect_max_s: float = opt(30.0, gt=0)
+    reconnect_min_s: float = opt(1.0, gt=0, le=MAX_WAIT_S)
+    reconnect_max_s: float = opt(30.0, gt=0, le=MAX_WAIT_S)
 
     def __post_init__(self) -> None:
         for key in ("prefix", "discovery_prefix"):
             value = getattr(self, key)
-            if not value or any(c in value for c in "+#\0") or value.strip("/") != value:
-                why = "must be a non-empty topic without '+', '#', NUL or a leading/trailing '/'"
-                raise ConfigError(f"mqtt.{key}", f"{why}, got {value!r}")
+            bad = any(c in value for c in "+#\0") or value.strip("/") != value
+            if not value or bad or len(value) > MAX_TOPIC_CHARS:
+                why = (
+                    f"must be a non-empty topic of at most {MAX_TOPIC_CHARS} characters without "
+                    "'+', '#', NUL or a leading/trailing '/'"
+                )
+                raise ConfigError(f"mqtt.{key}", f"{why}, got {value[:80]!r}")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ConfigError("mqtt.reconnect_max_s", "must be >= mqtt.reconnect_min_s")
 
@@ -277,6 +340,8 @@ def _convert(key: str, hint: Any, value: Any) -> Any:
         (item,) = typing.get_args(hint)
         return [_convert(f"{key}[{i}]", item, v) for i, v in enumerate(value)]
     if hint is bool:
+        if isinstance(value, str) and value.lower() in _YAML11_BOOLS:
+            raise ConfigError(key, f"must be true or false, got {value!r} (write true or false)")
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, got {value!r}")
         return value
@@ -291,7 +356,11 @@ def _convert(key: str, hint: Any, value: Any) -> Any:
             raise ConfigError(key, f"must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        if isinstance(value, bool):
+            word = str(value).lower()
+            why = f'must be a string, got {word} (quote it if you meant the text: "{word}")'
+            raise ConfigError(key, why)
+        if not isinstance(value, str | int | float):
             raise ConfigError(key, f"must be a string, got {type(value).__name__}")
         return str(value)
     raise ConfigError(key, f"unsupported type {hint!r}")
@@ -316,9 +385,9 @@ def _validate_semantics(cfg: Config) -> None:
         ZoneInfo(cfg.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError("timezone", f"unknown time zone {cfg.timezone!r}") from None
-    if not cfg.device_id or not all(c.isalnum() or c in "-_" for c in cfg.device_id):
-        why = "must be letters, digits, '-' or '_'"
-        raise ConfigError("device_id", f"{why}, got {cfg.device_id!r}")
+    if not DEVICE_ID.fullmatch(cfg.device_id):
+        why = "must be 1 to 64 ASCII letters, digits, '-' or '_'"
+        raise ConfigError("device_id", f"{why}, got {cfg.device_id[:80]!r}")
     if cfg.camera.reconnect_max_s < cfg.camera.reconnect_initial_s:
         raise ConfigError("camera.reconnect_max_s", "must be >= camera.reconnect_initial_s")
     h = cfg.thermal.homography
@@ -335,6 +404,30 @@ def _validate_semantics(cfg: Config) -> None:
     if cfg.gate.mode == "external" and not cfg.gate.http_port and not cfg.gate.mqtt_topic:
         why = "gate.mode external needs gate.http_port and/or gate.mqtt_topic"
         raise ConfigError("gate.http_port", why)
+    if cfg.gate.mqtt_topic and (why := topic_filter_problem(cfg.gate.mqtt_topic)):
+        raise ConfigError("gate.mqtt_topic", f"{why}, got {cfg.gate.mqtt_topic[:80]!r}")
+    roi = cfg.detector.roi
+    if roi is not None and not (all(0 <= v <= MAX_PIXELS for v in roi) and roi[2] and roi[3]):
+        why = f"must be [x, y, w, h] with 0 <= each <= {MAX_PIXELS} and w, h > 0"
+        raise ConfigError("detector.roi", f"{why}, got {roi!r}")
+    if cfg.store.url:
+        from kiosk.store import url_problem  # SQLAlchemy only when a URL is given
+
+        if why := url_problem(cfg.store.url):
+            raise ConfigError("store.url", why)
+
+
+def topic_filter_problem(topic: str) -> str | None:
+    """Why `topic` is not a valid MQTT subscription filter, or None."""
+    if not topic or len(topic) > MAX_TOPIC_CHARS or "\0" in topic:
+        return f"must be 1 to {MAX_TOPIC_CHARS} characters without NUL"
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return "'#' may only be a whole last level ('a/#')"
+        if "+" in level and level != "+":
+            return "'+' may only be a whole level ('a/+/b')"
+    return None
 
 
 _OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
@@ -400,13 +493,16 @@ def load_config(path: str | Path) -> Config:
 def read_secret(env_name: str, file_path: str, credential: str, key: str) -> str | None:
     """A secret from the environment, a file, or systemd's $CREDENTIALS_DIRECTORY."""
     if env_name and os.environ.get(env_name):
+        add_secret(os.environ[env_name])
         return os.environ[env_name]
     candidates = [Path(file_path)] if file_path else []
     if os.environ.get("CREDENTIALS_DIRECTORY"):
         candidates.append(Path(os.environ["CREDENTIALS_DIRECTORY"]) / credential)
     for candidate in candidates:
         if candidate.is_file():
-            return candidate.read_text(encoding="utf-8").strip()
+            secret = candidate.read_text(encoding="utf-8").strip()
+            add_secret(secret)
+            return secret
     if file_path:
         raise ConfigError(key, f"{file_path}: file not found")
     return None

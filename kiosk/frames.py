@@ -10,6 +10,7 @@ does not support; it exits by itself when its read returns.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +21,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kiosk.logsetup import redact_url
+
 log = logging.getLogger(__name__)
+
+# FFmpeg's own messages go straight to stderr and may quote a stream URL, password and all;
+# only its fatal ones are let through (read when OpenCV first opens a stream).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
+
+# States logged as warnings: the camera is not delivering.
+TROUBLE = ("reconnecting", "stalled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +107,7 @@ class CameraSource:
         reconnect_max_s: float = 30.0,
     ) -> None:
         self.spec = spec
+        self.name = redact_url(spec)  # for logs: an RTSP URL's password stays out
         self.target = resolve_source(spec)
         self.live = is_live(self.target)
         self.width, self.height, self.fps = width, height, fps
@@ -116,6 +127,7 @@ class CameraSource:
         self._latest: Frame | None = None
         self._returned = -1
         self._last_frame_mono = time.monotonic()
+        self._next_connect_warn_s = stall_timeout_s
         self._generation = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,7 +135,8 @@ class CameraSource:
     def _set_state(self, state: str, detail: str = "") -> None:
         if state != self.state:
             self.state = state
-            log.info("camera %s: %s%s", self.spec, state, f" ({detail})" if detail else "")
+            level = logging.WARNING if state in TROUBLE else logging.INFO
+            log.log(level, "camera %s: %s%s", self.name, state, f" ({detail})" if detail else "")
 
     def _open(self) -> cv2.VideoCapture | None:
         target = self.target
@@ -145,19 +158,34 @@ class CameraSource:
         return cap
 
     def start(self) -> CameraSource:
-        if not self.live and not Path(str(self.target)).is_file():
-            raise FileNotFoundError(f"camera.source: {self.target}: no such video file")
+        """Start reading. A file must open and give a frame now (it will not get better by
+        retrying); a camera or stream is retried in the background."""
+        if not self.live:
+            self._check_file()
         self._set_state("connecting")
         if self.threaded:
             self._spawn_reader()
         else:
             self._cap = self._open()
             if self._cap is None:
-                raise OSError(f"camera.source: {self.target}: OpenCV cannot open it")
+                raise OSError(f"camera.source: {self.name}: OpenCV cannot open it")
             self._file_fps = self._cap.get(cv2.CAP_PROP_FPS) or self.fps
             self._t0_mono, self._t0_wall = time.monotonic(), datetime.now(UTC)
             self._set_state("streaming")
         return self
+
+    def _check_file(self) -> None:
+        if not Path(str(self.target)).is_file():
+            raise FileNotFoundError(f"camera.source: {self.name}: no such video file")
+        cap = self._open()
+        if cap is None:
+            raise OSError(f"camera.source: {self.name}: OpenCV cannot open it as a video")
+        try:
+            ok, image = cap.read()
+        finally:
+            cap.release()
+        if not ok or not valid_image(image):
+            raise OSError(f"camera.source: {self.name}: no frame can be decoded from it")
 
     def _spawn_reader(self) -> None:
         self._generation += 1
@@ -241,12 +269,16 @@ class CameraSource:
             return frame
 
     def _check_stall(self) -> None:
-        """Called with the lock held: restart a reader that has delivered nothing for too long."""
+        """Called with the lock held: restart a reader that has delivered nothing for too long,
+        and say so when opening a camera or stream takes that long (OpenCV may block in it)."""
         silent = time.monotonic() - self._last_frame_mono
         if self.state == "streaming" and silent > self.stall_timeout_s:
             self.reconnects += 1
             self._set_state("stalled", f"no frame for {silent:.1f} s; reopening")
             self._spawn_reader()
+        elif self.state == "connecting" and silent > self._next_connect_warn_s:
+            self._next_connect_warn_s = 2 * silent
+            log.warning("camera %s: still connecting after %.0f s, no frame yet", self.name, silent)
 
     def _read_sync(self) -> Frame | None:
         """Frames stamped on the file's own timeline, so replay speed does not change visits."""

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 import numpy as np
 
+from kiosk.config import ConfigError, GateConfig, MqttConfig, ThermalConfig
 from kiosk.counters import Counters
 from kiosk.detect import Box
 from kiosk.frames import Frame
+from kiosk.httplisten import BoundedHTTPServer
+from kiosk.limits import LogEvery, TokenBucket
 from kiosk.thermal.measure import (
     FaceThermometer,
     MeasureSettings,
@@ -194,42 +197,88 @@ class Decision:
     temperature_c: float | None
 
 
+MAX_DECISION_BYTES = 4096
+# How far a decision's `at` may lie in the future (clocks of two machines disagree a little).
+MAX_FUTURE_S = 60.0
+
+
 def parse_decision(body: bytes, now_mono: float, now_wall: datetime) -> Decision:
     """A decision from `pass`/`fail` text or JSON {"status", "temperature_c"?, "at"?}.
 
     `at` (ISO 8601, UTC when no zone) dates a decision made earlier than it was delivered.
+    Anything else (a wrong type, a list, a date too far away) is a ValueError naming the field.
     """
-    text = body.decode("utf-8").strip()
+    if len(body) > MAX_DECISION_BYTES:
+        raise ValueError(f"decision longer than {MAX_DECISION_BYTES} bytes")
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError("decision is not UTF-8 text") from None
     data: Any = {"status": text}
     if text.startswith("{"):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError("JSON decision must be an object")
-    status = str(data.get("status", "")).strip().lower()
-    if status not in ("pass", "fail"):
-        raise ValueError(f"status must be pass or fail, got {status!r}")
-    temperature = data.get("temperature_c")
-    if temperature is not None:
-        temperature = float(temperature)
-        if not np.isfinite(temperature):
-            raise ValueError("temperature_c must be a finite number")
-    t_mono = now_mono
-    if data.get("at"):
-        at = datetime.fromisoformat(str(data["at"]).replace("Z", "+00:00"))
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=UTC)
-        t_mono = now_mono - (now_wall - at).total_seconds()
-    return Decision(t_mono, status, temperature)
+    status = data.get("status")
+    if not isinstance(status, str) or status.strip().lower() not in ("pass", "fail"):
+        raise ValueError(f"status must be pass or fail, got {str(status)[:40]!r}")
+    return Decision(
+        _decision_time(data.get("at"), now_mono, now_wall),
+        status.strip().lower(),
+        _temperature(data.get("temperature_c")),
+    )
+
+
+def _temperature(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"temperature_c must be a number, got {type(value).__name__}")
+    try:
+        temperature = float(value)
+    except OverflowError:
+        raise ValueError("temperature_c must be a finite number") from None
+    if not math.isfinite(temperature) or not -50.0 <= temperature <= 150.0:
+        raise ValueError("temperature_c must be a number of degrees Celsius in -50..150")
+    return temperature
+
+
+def _decision_time(at: Any, now_mono: float, now_wall: datetime) -> float:
+    if at is None or at == "":
+        return now_mono
+    if not isinstance(at, str):
+        raise ValueError(f"at must be an ISO 8601 string, got {type(at).__name__}")
+    try:
+        when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"at is not an ISO 8601 time: {at[:40]!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    try:
+        ago = (now_wall - when).total_seconds()
+    except OverflowError:
+        raise ValueError(f"at is out of range: {at[:40]!r}") from None
+    if not -MAX_FUTURE_S <= ago <= ExternalGate.KEEP_S:
+        why = f"at must be within {ExternalGate.KEEP_S:g} s before now, got {ago:+.0f} s"
+        raise ValueError(why)
+    return now_mono - ago
 
 
 class ExternalGate:
     """An existing kiosk decides; its pass/fail reaches us over local HTTP and/or MQTT.
 
     A decision belongs to the visit it is closest to in time, within `match_window_s` of the
-    visit's span; each decision is used once. No decision means unmeasured.
+    visit's span; each decision is used once. No decision means unmeasured. What the
+    listeners accept is bounded: MAX_DECISIONS kept (oldest dropped), RATE_PER_S on average.
     """
 
     KEEP_S = 600.0
+    # One kiosk decides once per visitor, every few seconds at most; 200 covers minutes.
+    MAX_DECISIONS = 200
+    RATE_PER_S, BURST = 10.0, 50
 
     def __init__(
         self,
@@ -241,18 +290,23 @@ class ExternalGate:
         self.match_window_s = match_window_s
         self.unmeasured_passes = unmeasured_passes
         self.rejected = 0
-        self._decisions: deque[Decision] = deque()
+        self._decisions: deque[Decision] = deque(maxlen=self.MAX_DECISIONS)
         self._lock = threading.Lock()
-        self._http: ThreadingHTTPServer | None = None
+        self._rate = TokenBucket(self.RATE_PER_S, self.BURST)
+        self._bad = LogEvery(log, logging.WARNING)
+        self._http: BoundedHTTPServer | None = None
         self._mqtt: Any = None
 
     def submit(self, body: bytes) -> Decision:
-        """Record one decision (raises ValueError for a malformed one)."""
+        """Record one decision (raises ValueError for a malformed one, RateLimited)."""
+        if not self._rate.take():
+            self.rejected += 1
+            raise RateLimited(f"more than {self.RATE_PER_S:g} decisions a second")
         try:
             decision = parse_decision(body, time.monotonic(), datetime.now(UTC))
-        except (ValueError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError:
             self.rejected += 1
-            raise ValueError(str(exc)) from exc
+            raise
         with self._lock:
             self._decisions.append(decision)
             while self._decisions and self._decisions[0].t_mono < decision.t_mono - self.KEEP_S:
@@ -281,61 +335,26 @@ class ExternalGate:
     def forget(self, track_id: int) -> None:
         return None
 
+    def _http_body(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            decision = self.submit(body)
+        except RateLimited as exc:
+            return 429, {"error": str(exc)}
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        return 202, {"status": decision.status}
+
     def serve_http(self, host: str, port: int) -> int:
         """Accept decisions as POSTs on host:port (0 picks a free port); returns the port."""
-        gate = self
+        self._http = BoundedHTTPServer(host, port, "gate-http", self._http_body)
+        return self._http.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > 4096:
-                    self._reply(413, {"error": "body too large"})
-                    return
-                try:
-                    decision = gate.submit(self.rfile.read(length))
-                except ValueError as exc:
-                    self._reply(400, {"error": str(exc)})
-                    return
-                self._reply(202, {"status": decision.status})
-
-            def _reply(self, code: int, payload: dict) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt: str, *args: Any) -> None:
-                log.debug("external gate http: " + fmt, *args)
-
-        self._http = ThreadingHTTPServer((host, port), Handler)
-        self._http.daemon_threads = True
-        threading.Thread(target=self._http.serve_forever, name="gate-http", daemon=True).start()
-        return int(self._http.server_address[1])
-
-    def subscribe_mqtt(self, topic: str, mqtt_cfg: Any) -> None:
+    def subscribe_mqtt(self, topic: str, mqtt_cfg: MqttConfig) -> None:
         """Take decisions published on `topic` at the broker of the `mqtt` config section."""
-        import paho.mqtt.client as mqtt
+        from kiosk.mqtt import connect_bounded, make_client, read_password
 
-        from kiosk.config import read_secret
-
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="")
-        if mqtt_cfg.username:
-            password = read_secret(
-                mqtt_cfg.password_env,
-                mqtt_cfg.password_file,
-                "mqtt_password",
-                "mqtt.password_file",
-            )
-            client.username_pw_set(mqtt_cfg.username, password)
-        if mqtt_cfg.tls:
-            client.tls_set(
-                ca_certs=mqtt_cfg.ca_file or None,
-                certfile=mqtt_cfg.cert_file or None,
-                keyfile=mqtt_cfg.key_file or None,
-            )
-            client.tls_insecure_set(mqtt_cfg.tls_insecure)
+        password = read_password(mqtt_cfg) if mqtt_cfg.username else None
+        client = make_client(mqtt_cfg, "", password, v5=True)
 
         def on_connect(client, userdata, flags, reason_code, properties) -> None:
             if not reason_code.is_failure:
@@ -345,29 +364,31 @@ class ExternalGate:
             try:
                 self.submit(message.payload)
             except ValueError as exc:
-                log.warning("external gate: bad decision on %s: %s", message.topic, exc)
+                self._bad("external gate: decision on %s refused: %s", message.topic, exc)
 
         client.on_connect = on_connect
         client.on_message = on_message
-        client.reconnect_delay_set(1, 30)
-        client.connect_async(mqtt_cfg.host, mqtt_cfg.port, mqtt_cfg.keepalive_s)
+        connect_bounded(client, mqtt_cfg, MAX_DECISION_BYTES + len(topic) + 64)
         client.loop_start()
         self._mqtt = client
 
     def close(self) -> None:
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.close()
         if self._mqtt is not None:
             self._mqtt.loop_stop()
             self._mqtt.disconnect()
 
 
+class RateLimited(ValueError):
+    """A listener sent decisions faster than ExternalGate.RATE_PER_S."""
+
+
 def build_gate(
-    gate_cfg: Any,
-    thermal_cfg: Any,
+    gate_cfg: GateConfig,
+    thermal_cfg: ThermalConfig,
     counters: Counters,
-    mqtt_cfg: Any = None,
+    mqtt_cfg: MqttConfig | None = None,
     source: ThermalSource | None = None,
 ) -> Gate:
     """The gate named by `gate.mode`, started (thermal source or decision listeners)."""
@@ -394,7 +415,11 @@ def build_gate(
     if gate_cfg.mode == "external":
         gate = ExternalGate(counters, gate_cfg.match_window_s, gate_cfg.unmeasured_passes)
         if gate_cfg.http_port:
-            gate.serve_http(gate_cfg.http_host, gate_cfg.http_port)
+            try:
+                gate.serve_http(gate_cfg.http_host, gate_cfg.http_port)
+            except OSError as exc:
+                where = f"{gate_cfg.http_host}:{gate_cfg.http_port}"
+                raise ConfigError("gate.http_port", f"cannot listen on {where}: {exc}") from None
         if gate_cfg.mqtt_topic:
             if mqtt_cfg is None:
                 raise ValueError("gate.mqtt_topic needs the mqtt section for the broker")

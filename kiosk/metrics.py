@@ -17,6 +17,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from kiosk.counters import Counters
+from kiosk.httplisten import BoundedConnections, CappedRequest
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class MetricsUnavailable(RuntimeError):
     """metrics.enabled is set but prometheus-client is not installed."""
 
 
-class _QuietHandler(WSGIRequestHandler):
+class _QuietHandler(CappedRequest, WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every 15 s would flood the journal."""
 
@@ -170,8 +171,9 @@ def start_metrics_server(
             "metrics.enabled needs prometheus-client: pip install 'kiosk[metrics]'"
         ) from exc
 
-    class Server(ThreadingWSGIServer):
+    class Server(BoundedConnections, ThreadingWSGIServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        name = "metrics"
 
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # memory and CPU, to spot a slow leak over months

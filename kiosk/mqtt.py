@@ -42,11 +42,14 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from kiosk import __version__
 from kiosk.config import ConfigError, MqttConfig, read_secret
 from kiosk.counters import Counters
 from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.limits import LogEvery
 from kiosk.store import Store
 from kiosk.visit import Visit
 
@@ -57,7 +60,11 @@ log = logging.getLogger(__name__)
 WINDOW = 100
 # Stats after visits are coalesced to at most one message per this many seconds.
 STATS_MIN_GAP_S = 0.5
+# Home Assistant announces `online` once per start; a flood of them (a loop, a hostile client)
+# re-sends discovery (18 retained configs) at most this often.
+DISCOVERY_MIN_GAP_S = 10.0
 TRIM_INTERVAL_S = 600.0
+MAX_INCOMING_BYTES = 16_384
 # While the broker cannot be reached, repeat the warning at most this often (else DEBUG).
 WARN_EVERY_S = 300.0
 STOP_FLUSH_S = 2.0
@@ -290,14 +297,19 @@ _paho_log.addFilter(_PahoNoise())
 
 
 def make_client(
-    cfg: MqttConfig, client_id: str, password: str | None, *, will_topic: str | None = None
+    cfg: MqttConfig,
+    client_id: str,
+    password: str | None,
+    *,
+    will_topic: str | None = None,
+    v5: bool = False,
 ) -> mqtt.Client:
     """A paho 2.x client with auth, TLS, LWT and reconnect backoff; not yet connected."""
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        clean_session=True,
-        protocol=mqtt.MQTTv311,
+        clean_session=None if v5 else True,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
     )
     client.enable_logger(_paho_log)
     client.suppress_exceptions = True  # a bug in a callback must not kill the network thread
@@ -318,6 +330,15 @@ def make_client(
     client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
     client.max_inflight_messages_set(WINDOW)
     return client
+
+
+def connect_bounded(client: mqtt.Client, cfg: MqttConfig, max_packet: int) -> None:
+    """Connect a `make_client(..., v5=True)` client in the background, asking the broker never
+    to send it a packet over `max_packet` bytes (MQTT 5 Maximum Packet Size: the broker drops
+    such messages for this client), so a listener cannot be flooded with one huge payload."""
+    props = Properties(PacketTypes.CONNECT)
+    props.MaximumPacketSize = max_packet
+    client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=True, properties=props)
 
 
 class Publisher:
@@ -363,12 +384,16 @@ class Publisher:
         self._inflight_ids: set[int] = set()
         self._seen_gen = 0
         self._last_stats = 0.0
+        self._last_ha_discovery = float("-inf")
+        self._ha_discovery_due = False
         self._last_trim = 0.0
+        self._ha_online = LogEvery(log, logging.INFO)
         self._unsynced_since: float | None = None
         # connection-problem logging (paho's thread)
         self._fail_count = 0
         self._last_warn = 0.0
         self._last_problem = ""
+        self._refused = False
         self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
         # numbers for tests, benchmarks and metrics
         self.delivered = 0
@@ -396,7 +421,11 @@ class Publisher:
             log.exception("mqtt: could not read the outbox at start")
             waiting = -1
         client = make_client(
-            self.cfg, f"kiosk-{self.device_id}", self._password, will_topic=self.topics["status"]
+            self.cfg,
+            f"kiosk-{self.device_id}",
+            self._password,
+            will_topic=self.topics["status"],
+            v5=True,
         )
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -414,7 +443,8 @@ class Publisher:
             f"kiosk-{self.device_id}",
             waiting,
         )
-        client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        # What it subscribes to (Home Assistant's status, gate decisions) is a few bytes.
+        connect_bounded(client, self.cfg, MAX_INCOMING_BYTES)
         client.loop_start()
         self._thread = threading.Thread(target=self._run, name="kiosk-mqtt", daemon=True)
         self._thread.start()
@@ -451,6 +481,7 @@ class Publisher:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self._refused = True  # the disconnect that follows is this refusal, said here
             self._problem(
                 f"broker {self.where} refused the connection: {reason_code}"
                 + (
@@ -490,7 +521,13 @@ class Publisher:
             self._connected = False
         if self._stop.is_set():
             return
-        if was:
+        if not was and self._refused:
+            self._refused = False
+        elif not was:
+            # TCP accepted, then closed before CONNACK: a proxy, a full broker, a wrong port.
+            self._problem(f"broker {self.where} closed the connection before accepting it "
+                          f"({reason_code})")  # fmt: skip
+        else:
             log.warning(
                 "mqtt: lost the connection to %s (%s); visits wait in the outbox and are sent "
                 "after reconnecting",
@@ -506,8 +543,8 @@ class Publisher:
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.ha_status_topic:
             if msg.payload.strip().lower() == b"online":
-                log.info("mqtt: Home Assistant is online; re-sending discovery")
-                self._discovery_due = True
+                self._ha_online("mqtt: Home Assistant is online; re-sending discovery")
+                self._ha_discovery_due = True
                 self._stats_due = True
                 self._wake.set()
             return
@@ -577,6 +614,8 @@ class Publisher:
         due = self._last_stats + self.cfg.stats_interval_s
         if self._stats_due:
             due = min(due, self._last_stats + STATS_MIN_GAP_S)
+        if self._ha_discovery_due:
+            due = min(due, self._last_ha_discovery + DISCOVERY_MIN_GAP_S)
         if self._unsynced_since is not None and self._unsynced_since + UNSYNCED_HOLD_S > now:
             due = min(due, self._unsynced_since + UNSYNCED_HOLD_S)  # the hold ends
         return max(0.05, min(due - now, self._last_trim + TRIM_INTERVAL_S - now, 5.0))
@@ -595,8 +634,11 @@ class Publisher:
             self._discovery_due = self.cfg.discovery
             self._stats_due = True
             self._last_stats = 0.0
-        if self._discovery_due:
-            self._discovery_due = False
+        ha_due = self._ha_discovery_due and now - self._last_ha_discovery >= DISCOVERY_MIN_GAP_S
+        if self._discovery_due or ha_due:
+            if self._ha_discovery_due:
+                self._last_ha_discovery = now
+            self._discovery_due = self._ha_discovery_due = False
             self._publish_discovery()
         if (self._stats_due and now - self._last_stats >= STATS_MIN_GAP_S) or (
             now - self._last_stats >= self.cfg.stats_interval_s

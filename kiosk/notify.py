@@ -58,6 +58,10 @@ class Notifier:
             self._last_ping = now
             self.send("WATCHDOG=1")
 
+    def reloading(self) -> None:
+        """Before SIGHUP's restart in place; the new process sends READY=1 (sd_notify(3))."""
+        self.send(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
     def stopping(self) -> None:
         self.send("STOPPING=1")
 

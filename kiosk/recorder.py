@@ -17,12 +17,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from kiosk import spill
 from kiosk.clock import ClockTrust, shift, wall_offset_s
 from kiosk.counters import Counters
-from kiosk.store import Store
+from kiosk.store import Store, StoreError, driver_message
 from kiosk.visit import Check, Visit
 
 log = logging.getLogger("kioskd")
@@ -31,6 +33,8 @@ log = logging.getLogger("kioskd")
 MAX_QUEUED = 5000
 RETRY_INTERVAL_S = 2.0
 CLOCK_POLL_S = 1.0
+#: How often the database file is checked between records (a stat() call).
+FILE_CHECK_S = 2.0
 #: Records kept for restamping once the clock is trusted (ids and offsets only).
 MAX_UNSYNCED = 100_000
 #: A visit is recorded up to tracker.max_gap_s after its last frame: one whose frames were
@@ -49,6 +53,7 @@ class Recorder:
         outbox: bool,
         on_visit: Callable[[Visit], None],
         max_queued: int = MAX_QUEUED,
+        spill_path: Path | None = None,
     ) -> None:
         self.store = store
         self.counters = counters
@@ -57,6 +62,7 @@ class Recorder:
         self.on_visit = on_visit
         self.queue: deque[Record] = deque()
         self.max_queued = max_queued
+        self.spill_path = spill_path
         self.clock_synced = clock.synced()
         # id -> (is a visit, wall-clock offset when it was stamped), until the clock is trusted
         self._unsynced: dict[str, tuple[bool, float]] = {}
@@ -64,6 +70,7 @@ class Recorder:
         self._to_restamp: tuple[dict[str, timedelta], dict[str, timedelta]] | None = None
         self._next_retry = 0.0
         self._next_clock = 0.0
+        self._next_file_check = 0.0
         self._untrusted_offset = wall_offset_s()
         self._step: tuple[float, timedelta] | None = None  # (monotonic time, size) when trusted
         self._failing = False
@@ -97,14 +104,14 @@ class Recorder:
             record = self.queue[0]
             try:
                 self._write(record)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, StoreError) as exc:
                 self._next_retry = time.monotonic() + RETRY_INTERVAL_S
                 newest = self.queue[-1]
                 level = logging.DEBUG if retry and self._failing else logging.ERROR
                 log.log(
                     level,
                     "cannot store records (%s): %d kept in memory (at most %d), newest %s %s",
-                    _reason(exc), len(self.queue), self.max_queued,
+                    driver_message(exc), len(self.queue), self.max_queued,
                     type(newest).__name__.lower(), newest.id,
                 )  # fmt: skip
                 self._failing = True
@@ -138,7 +145,13 @@ class Recorder:
         )  # fmt: skip
 
     def poll(self, now: float) -> None:
-        """From the frame loop: retry the queue and watch the clock."""
+        """From the frame loop: retry the queue, watch the clock and the database file."""
+        if now >= self._next_file_check:
+            self._next_file_check = now + FILE_CHECK_S
+            try:
+                self.store.follow_file()
+            except StoreError as exc:
+                log.error("%s", exc)
         if (self.queue or self._to_restamp) and now >= self._next_retry:
             self.flush(retry=True)
             if self._to_restamp and not self.queue:
@@ -169,23 +182,48 @@ class Recorder:
             n = self.store.restamp(visits, checks)
         except SQLAlchemyError as exc:
             self._next_retry = time.monotonic() + RETRY_INTERVAL_S
-            log.error(
-                "wall clock trusted; restamping stored records failed, will retry: %s", _reason(exc)
-            )
+            why = driver_message(exc)
+            log.error("wall clock trusted; restamping stored records failed, will retry: %s", why)
             return
         self._to_restamp = None
         steps = [d.total_seconds() for d in (*visits.values(), *checks.values())]
         step = max(steps, key=abs, default=0.0)
         log.info("wall clock trusted: restamped %d records (clock stepped %+.0f s)", n, step)
 
-    def close(self) -> None:
-        """Last try at shutdown; what still cannot be written is lost and said so."""
+    def recover(self) -> None:
+        """At start: store the records the last run saved at exit (kiosk/spill.py) first."""
+        if self.spill_path is None:
+            return
+        saved = spill.load(self.spill_path)
+        if not saved:
+            return
+        log.warning("storing %d records saved at the last exit (%s)", len(saved), self.spill_path)
+        self.queue.extend(saved)
         self.flush()
-        if self.queue:
+        if not self.queue:
+            self.spill_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Last try at shutdown; what still cannot be written goes to the spill file for the
+        next start, and only what cannot be saved there either is lost, and said so."""
+        self.flush()
+        if not self.queue:
+            if self.spill_path is not None:
+                self.spill_path.unlink(missing_ok=True)
+            return
+        try:
+            if self.spill_path is None:
+                raise OSError("no file to save them in")
+            n = spill.save(self.spill_path, self.queue)
+        except OSError as exc:
             lost = sum(isinstance(r, Visit) for r in self.queue)
             self.counters.visits_dropped += lost
-            log.error("%d queued records could not be stored before exit and are lost", lost)
-            self.queue.clear()
+            log.error("%d queued records could not be stored before exit and are lost (%s)",
+                      lost, exc)  # fmt: skip
+        else:
+            log.error("%d records could not be stored before exit; saved in %s and stored at "
+                      "the next start", n, self.spill_path)  # fmt: skip
+        self.queue.clear()
 
 
 def stamped_before_step(end: datetime, now: datetime, step: timedelta) -> timedelta | None:
@@ -212,9 +250,3 @@ def _restamped(record: Record, d: timedelta | None) -> Record:
             clock_synced=True,
         )  # fmt: skip
     return dataclasses.replace(record, at=record.at + d, clock_synced=True)
-
-
-def _reason(exc: SQLAlchemyError) -> str:
-    """The driver's message (e.g. 'database or disk is full') without SQLAlchemy's SQL dump."""
-    orig = getattr(exc, "orig", None)
-    return str(orig) if orig is not None else str(exc).splitlines()[0]

@@ -20,7 +20,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -29,9 +29,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
-from kiosk.config import ConfigError, load_config
+from kiosk.config import MAX_RETENTION_DAYS, ConfigError, load_config
 from kiosk.labels import AGE_GROUPS, GENDERS
-from kiosk.store import Store, sqlite_path
+from kiosk.logsetup import redact_url
+from kiosk.store import Store, StoreError, sqlite_path, url_problem
 from kiosk.visit import Visit
 
 EXIT_OK = 0
@@ -61,6 +62,11 @@ EXPORT_COLUMNS = (
 )
 _QUARTER = timedelta(minutes=15)  # every real UTC offset is a multiple of 15 minutes
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Dates a report accepts: a local day there and its neighbours convert to UTC in any zone.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 30)
+# daily/range read one query per day; ten years is more than any store report needs.
+MAX_RANGE_DAYS = 3700
 
 
 class InputError(Exception):
@@ -163,18 +169,27 @@ def retention_cutoff(
 
 
 def apply_retention(
-    store: Store, days: int, tz: ZoneInfo | None = None, now: datetime | None = None
+    store: Store,
+    days: int,
+    tz: ZoneInfo | None = None,
+    now: datetime | None = None,
+    device_id: str | None = None,
+    dry_run: bool = False,
 ) -> tuple[int, int]:
-    """Delete visits and checks older than `days` local days; returns (visits, checks).
+    """Delete visits and checks older than `days` local days, of one device or all; returns
+    (visits, checks). `dry_run` counts them and deletes nothing.
 
     Deletes one day per transaction so a writing daemon never waits long for the lock.
     The daemon calls this once a day with config.store.retention_days."""
-    if days < 1:
-        raise ValueError(f"retention must be at least 1 day, got {days}")
+    if not 1 <= days <= MAX_RETENTION_DAYS:
+        raise ValueError(f"retention must be 1 to {MAX_RETENTION_DAYS} days, got {days}")
     cutoff = retention_cutoff(days, tz, now)
+    if dry_run:
+        return store.count_older(cutoff, device_id)
     visits = checks = 0
-    while (oldest := store.oldest_record_at()) is not None and oldest < cutoff:
-        v, c = store.purge(min(oldest + timedelta(days=1), cutoff))  # skips empty stretches
+    while (oldest := store.oldest_record_at(device_id)) is not None and oldest < cutoff:
+        # skips empty stretches
+        v, c = store.purge(min(oldest + timedelta(days=1), cutoff), device_id)
         visits, checks = visits + v, checks + c
     return visits, checks
 
@@ -203,25 +218,32 @@ def export_records(
     columns = EXPORT_COLUMNS + (("temperature_c",) if temperature else ())
 
     def records() -> Iterator[tuple]:
-        for v in visits:
-            row = (
-                v.id,
-                v.device_id,
-                _utc_text(v.started_at),
-                v.started_at.astimezone(tz).isoformat(timespec="seconds"),
-                _utc_text(v.ended_at),
-                v.age_group,
-                round(v.age_confidence, 4),
-                v.gender,
-                round(v.gender_confidence, 4),
-                v.temperature_status,
-                v.frames,
-                v.model_version,
-                "true" if v.clock_synced else "false",
-            )
-            yield (*row, v.temperature_c) if temperature else row
+        try:
+            yield from (_export_row(v, tz, temperature) for v in visits)
+        finally:  # a query's generator ends its session now, not at garbage collection
+            if close := getattr(visits, "close", None):
+                close()
 
     return columns, records()
+
+
+def _export_row(v: Visit, tz: ZoneInfo, temperature: bool) -> tuple:
+    row = (
+        v.id,
+        v.device_id,
+        _utc_text(v.started_at),
+        v.started_at.astimezone(tz).isoformat(timespec="seconds"),
+        _utc_text(v.ended_at),
+        v.age_group,
+        round(v.age_confidence, 4),
+        v.gender,
+        round(v.gender_confidence, 4),
+        v.temperature_status,
+        v.frames,
+        v.model_version,
+        "true" if v.clock_synced else "false",
+    )
+    return (*row, v.temperature_c) if temperature else row
 
 
 def write_table(out: TextIO, columns: tuple[str, ...], records: Iterable[tuple], fmt: str) -> None:
@@ -229,7 +251,7 @@ def write_table(out: TextIO, columns: tuple[str, ...], records: Iterable[tuple],
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(columns)
-        writer.writerows(records)
+        writer.writerows(tuple(map(csv_cell, rec)) for rec in records)
         return
     out.write("[")
     for i, rec in enumerate(records):
@@ -238,9 +260,18 @@ def write_table(out: TextIO, columns: tuple[str, ...], records: Iterable[tuple],
     out.write("\n]\n")
 
 
+def csv_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a
+    leading apostrophe (OWASP's advice for CSV injection); numbers stay numbers."""
+    if isinstance(value, str) and value[:1] in _FORMULA_START:
+        return "'" + value
+    return value
+
+
 @contextmanager
 def open_output(path: str | None, binary: bool = False) -> Iterator[IO]:
-    """stdout, or a file replaced atomically on success (a reader never sees half a file)."""
+    """stdout; or a file replaced atomically on success (a reader never sees half a file),
+    through a symlink to the file it points at; or a FIFO or device, written as it is."""
     if path is None:
         if binary:
             raise InputError("this subcommand needs --out FILE")
@@ -248,22 +279,49 @@ def open_output(path: str | None, binary: bool = False) -> Iterator[IO]:
         try:
             yield out
         finally:
-            out.flush()
-            out.detach()
+            try:
+                out.flush()
+            finally:
+                out.detach()
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    target = Path(path).resolve()
     try:
-        if binary:
-            with open(fd, "wb") as out:
-                yield out
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise InputError(f"--out {path}: {exc.strerror}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise InputError(f"--out {path} is a directory; give a file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(target, "wb" if binary else "w", **({} if binary else _TEXT)) as out:
+            yield out
+        return
+    with _replaced(target, mode, binary) as out:
+        yield out
+
+
+_TEXT = {"encoding": "utf-8", "newline": ""}
+
+
+@contextmanager
+def _replaced(target: Path, mode: int | None, binary: bool) -> Iterator[IO]:
+    """A temporary file beside `target`, renamed over it on success; an existing file keeps
+    its permissions."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise InputError(f"--out {target}: {exc.strerror}") from None
+    try:
+        with open(fd, "wb" if binary else "w", **({} if binary else _TEXT)) as out:
+            yield out
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         else:
-            with open(fd, "w", encoding="utf-8", newline="") as out:
-                yield out
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+            os.chmod(tmp, stat.S_IMODE(mode))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -308,9 +366,12 @@ def parse_day(text: str) -> date:
     if not _DATE_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"bad date {text!r}: expected YYYY-MM-DD")
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"bad date {text!r}: {exc}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise argparse.ArgumentTypeError(f"date {text} is outside {FIRST_DAY} to {LAST_DAY}")
+    return day
 
 
 def positive_int(text: str) -> int:
@@ -318,8 +379,9 @@ def positive_int(text: str) -> int:
         n = int(text)
     except ValueError:
         n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of days >= 1, got {text!r}")
+    if not 1 <= n <= MAX_RETENTION_DAYS:
+        why = f"must be a whole number of days from 1 to {MAX_RETENTION_DAYS}"
+        raise argparse.ArgumentTypeError(f"{why}, got {text!r}")
     return n
 
 
@@ -365,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DAYS",
         help="keep today and this many full days (default: config store.retention_days)",
     )
+    g.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete none")
     return p
 
 
@@ -394,6 +457,8 @@ def resolve_source(args: argparse.Namespace) -> Source:
 
 
 def open_store(url: str, read_only: bool = True) -> Store:
+    if why := url_problem(url):
+        raise InputError(f"database {redact_url(url)}: {why}")
     path = sqlite_path(url)
     if path is not None:
         try:
@@ -405,9 +470,11 @@ def open_store(url: str, read_only: bool = True) -> Store:
         if not stat.S_ISREG(mode):
             raise InputError(f"database not found: {path}")
     try:
-        return Store(url, read_only=read_only)
+        return Store(url, read_only=read_only, create=False)
     except (ArgumentError, NoSuchModuleError):
-        raise InputError(f"not a usable database URL: {url!r}") from None
+        raise InputError(f"not a usable database URL: {redact_url(url)!r}") from None
+    except StoreError as exc:
+        raise InputError(f"cannot read the database {path or redact_url(url)}: {exc}") from None
 
 
 def yesterday(tz: ZoneInfo) -> date:
@@ -447,13 +514,19 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 "purge needs --older-than DAYS (or --config with store.retention_days)"
             )
-        store = open_store(source.url, read_only=False)
+        store = open_store(source.url, read_only=args.dry_run)
         try:
-            visits, checks = apply_retention(store, days, source.tz)
+            visits, checks = apply_retention(
+                store, days, source.tz, device_id=source.device_id, dry_run=args.dry_run
+            )
         finally:
             store.close()
         cutoff = retention_cutoff(days, source.tz).astimezone(source.tz)
-        print(f"purged {visits} visits and {checks} checks before {cutoff.isoformat()}")
+        verb = "would purge" if args.dry_run else "purged"
+        devices = f"device {source.device_id}" if source.device_id else "all devices"
+        print(
+            f"{verb} {visits} visits and {checks} checks of {devices} before {cutoff.isoformat()}"
+        )
         return EXIT_OK
 
     store = open_store(source.url)
@@ -464,6 +537,8 @@ def run(args: argparse.Namespace) -> int:
             first, last = args.first, args.last
             if first > last:
                 raise InputError(f"--from {first} is after --to {last}")
+            if args.command == "range" and (last - first).days >= MAX_RANGE_DAYS:
+                raise InputError(f"range covers more than {MAX_RANGE_DAYS} days; split it")
         if args.command == "chart":
             rows = list(count_rows(store, [first], source.tz, "day", source.device_id))
             with open_output(out_path(args.out, first, first), binary=True) as out:
@@ -481,7 +556,9 @@ def run(args: argparse.Namespace) -> int:
                 store, days_between(first, last), source.tz, args.by, source.device_id
             )
             columns, records = count_records(rows, args.by)
-        with open_output(out_path(args.out, first, last)) as out:
+        # closing: a reader that leaves early (`| head`) must not leave a query open behind
+        # the store's close, to fail later at garbage collection.
+        with closing(records), open_output(out_path(args.out, first, last)) as out:
             write_table(out, columns, records, args.format)
         warn_unsynced(store, first, last, source.tz, source.device_id)
         return EXIT_OK

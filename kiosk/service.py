@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,13 +21,14 @@ from kiosk.counters import Counters
 from kiosk.focus import FocusedDetector
 from kiosk.frames import CameraSource
 from kiosk.gate import Gate, build_gate
+from kiosk.logsetup import add_url_secret, redact_url, scrub, setup_logging, under_journald
 from kiosk.metrics import MetricsServer, MetricsUnavailable, start_metrics_server
 from kiosk.mqtt import Publisher
 from kiosk.notify import Notifier
 from kiosk.pipeline import Pipeline
 from kiosk.recorder import Recorder
 from kiosk.report import apply_retention
-from kiosk.store import Store
+from kiosk.store import Store, StoreError, driver_message
 from kiosk.track import Tracker
 from kiosk.visit import Visit
 
@@ -34,31 +36,31 @@ log = logging.getLogger("kioskd")
 
 STATUS_INTERVAL_S = 5.0
 RETENTION_INTERVAL_S = 24 * 3600.0
-
-
-def setup_logging(level: str) -> None:
-    """One line per event on stderr; journald adds the timestamp and unit."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+# A purge deletes one day per transaction (~0.1 s with 100k outbox rows); stop waits this long.
+RETENTION_JOIN_S = 10.0
+# Beside the database: records it would not take at the last exit (kiosk/spill.py).
+SPILL_NAME = "kiosk-unstored.jsonl"
 
 
 class Daemon:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, config_path: str = "") -> None:
         self.cfg = cfg
+        self.config_path = config_path
         self.counters = Counters()
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         self.summary_requested = False
         self.metrics: MetricsServer | None = None
-        self.store = Store(cfg.database_url)
+        self.restart_requested = False
+        self.hangup_pending = False
+        self._retention: threading.Thread | None = None
+        # Holds the writer lock and proves the file writable (kiosk/dbfile.py).
+        self.store = Store(cfg.database_url, writer=True)
         # Disk full / untrusted clock: see kiosk/recorder.py.
         self.recorder = Recorder(
             self.store, self.counters, ClockTrust(cfg.clock.trust), cfg.mqtt.enabled,
             on_visit=self._visit_committed,
+            spill_path=(self.store.path.parent if self.store.path else cfg.state_path) / SPILL_NAME,
         )  # fmt: skip
         self.classifier = Classifier(cfg.classifier.model_dir, cfg.classifier.num_threads)
         self.detector = FocusedDetector.from_config(cfg.detector)
@@ -104,19 +106,31 @@ class Daemon:
             # A clock years ahead would purge everything; wait until it is trusted.
             log.info("retention: skipped until the wall clock is trusted")
             return
+        days = self.cfg.store.retention_days
         try:
-            visits, checks = apply_retention(self.store, self.cfg.store.retention_days, self.cfg.tz)
+            visits, checks = apply_retention(
+                self.store, days, self.cfg.tz, device_id=self.cfg.device_id
+            )
         except SQLAlchemyError as exc:
-            log.error("retention purge failed: %s", exc)
+            log.error("retention purge failed: %s", driver_message(exc))
             return
         if visits or checks:
-            days = self.cfg.store.retention_days
             log.info(
                 "retention: deleted %d visits and %d checks older than %d days",
                 visits,
                 checks,
                 days,
             )
+
+    def start_retention(self) -> None:
+        """Purge on its own thread, after READY: the frame loop and the watchdog pings go on
+        (one day per transaction, so the recorder never waits long for the write lock)."""
+        if self._retention is not None and self._retention.is_alive():
+            return
+        self._retention = threading.Thread(
+            target=self.apply_retention, name="kiosk-retention", daemon=True
+        )
+        self._retention.start()
 
     def visits_today(self) -> int | None:
         """Visits stored since local midnight (config timezone); one indexed COUNT."""
@@ -133,31 +147,46 @@ class Daemon:
         """systemd's STATUS= (shown by `systemctl status kiosk`)."""
         today = self.visits_today()
         visits = "?" if today is None else today
-        return f"fps {self.counters.fps:.1f}, visits today {visits}, {self.source.state}"
+        queued = len(self.recorder.queue)
+        storage = f", {queued} records NOT STORED (see the log)" if queued else ""
+        return f"fps {self.counters.fps:.1f}, visits today {visits}, {self.source.state}{storage}"
 
     def install_signals(self) -> None:
+        """TERM/INT stop, HUP restarts gracefully (see `restart`), USR1 logs a summary; USR2
+        is logged and ignored, so that no stray signal kills kioskd without a clean stop."""
+
         def stop(signum, _frame) -> None:
             log.info("received %s, stopping", signal.Signals(signum).name)
             self.stop_requested.set()
 
+        def hangup(_signum, _frame) -> None:
+            self.hangup_pending = True
+
         def summary(_signum, _frame) -> None:
             self.summary_requested = True
 
+        def ignored(signum, _frame) -> None:
+            log.warning("received %s: ignored (SIGHUP restarts, SIGUSR1 logs a summary)",
+                        signal.Signals(signum).name)  # fmt: skip
+
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hangup)
         signal.signal(signal.SIGUSR1, summary)
+        signal.signal(signal.SIGUSR2, ignored)
 
     def run(self, max_frames: int | None = None, duration_s: float | None = None) -> int:
         self.install_signals()
-        self.apply_retention()
+        self.recorder.recover()
         log.info(
             "kioskd %s started: device %s, camera %s, database %s, model %s",
-            __version__, self.cfg.device_id, self.cfg.camera.source, self.cfg.database_url,
-            self.classifier.model_version,
+            __version__, self.cfg.device_id, redact_url(self.cfg.camera.source),
+            redact_url(self.cfg.database_url), self.classifier.model_version,
         )  # fmt: skip
         self.publisher.start()
         self.metrics = self.start_metrics()
         self.notifier.ready(self.status_line())
+        self.start_retention()
         started = time.monotonic()
         next_status = started + STATUS_INTERVAL_S
         next_retention = started + RETENTION_INTERVAL_S
@@ -169,11 +198,14 @@ class Daemon:
                     self.pipeline.process(frame)
                     self.notifier.frame_processed(now)
                 elif self.source.ended:
-                    log.info("camera %s: end of input", self.cfg.camera.source)
+                    log.info("camera %s: end of input", self.source.name)
                     break
                 else:
                     self.pipeline.tick(now, datetime.now(UTC))
                 self.recorder.poll(now)
+                if self.hangup_pending and self.config_reloads():
+                    self.restart_requested = True
+                    break
                 if self.summary_requested:
                     self.summary_requested = False
                     log.info("summary: %s", self.counters.summary())
@@ -182,7 +214,7 @@ class Daemon:
                     self.notifier.status(self.status_line())
                 if now >= next_retention:
                     next_retention = now + RETENTION_INTERVAL_S
-                    self.apply_retention()
+                    self.start_retention()
                 if max_frames is not None and self.counters.frames >= max_frames:
                     break
                 if duration_s is not None and now - started >= duration_s:
@@ -190,6 +222,17 @@ class Daemon:
         finally:
             self.shutdown()
         return 0
+
+    def config_reloads(self) -> bool:
+        """SIGHUP: restart only into a config that loads; a broken edit keeps this run."""
+        self.hangup_pending = False
+        try:
+            load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("SIGHUP: config error: %s; kioskd keeps running with the old config", exc)
+            return False
+        log.info("received SIGHUP: storing open visits, then restarting with the new config")
+        return True
 
     def start_metrics(self) -> MetricsServer | None:
         """The optional Prometheus endpoint; without it kioskd still counts visitors."""
@@ -204,7 +247,10 @@ class Daemon:
             return None
 
     def shutdown(self) -> None:
-        self.notifier.stopping()
+        if self.restart_requested:
+            self.notifier.reloading()
+        else:
+            self.notifier.stopping()
         self.pipeline.close()  # open visits and those still being classified reach the recorder
         self.source.close()
         self.gate.close()
@@ -213,6 +259,8 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.close()
         self.publisher.stop()
+        if self._retention is not None:
+            self._retention.join(RETENTION_JOIN_S)
         self.store.close()
         self.notifier.close()
 
@@ -228,26 +276,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Until the daemon's handlers are in place (models, database, camera take seconds), a
+    # reload or a stray USR2 must not kill it; they are handled from READY on.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     args = parse_args(argv)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        print(f"kioskd: config error: {exc}", file=sys.stderr)
+        err = "<3>" if under_journald() else ""  # before logging is set up
+        print(f"{err}kioskd: config error: {scrub(str(exc))}", file=sys.stderr)
         return EX_CONFIG
     if args.check_config:
         print(f"kioskd: {args.config}: config ok")
         return 0
+    add_url_secret(cfg.camera.source)
+    add_url_secret(cfg.database_url)
     setup_logging(cfg.log_level)
     try:
-        daemon = Daemon(cfg)
+        daemon = Daemon(cfg, args.config)
         daemon.source.start()
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return EX_CONFIG
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, StoreError) as exc:
         log.error("cannot start: %s", exc)
         return EX_CONFIG
-    return daemon.run(args.max_frames, args.duration)
+    except SQLAlchemyError as exc:
+        log.error(
+            "cannot start: database %s: %s", redact_url(cfg.database_url), driver_message(exc)
+        )
+        return EX_CONFIG
+    code = daemon.run(args.max_frames, args.duration)
+    if daemon.restart_requested:
+        restart()
+    return code
+
+
+def restart() -> None:
+    """SIGHUP's graceful restart: everything is stored and closed; the same command starts
+    again in this process (same pid, so systemd's Type=notify sees RELOADING=1 then READY=1)."""
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 if __name__ == "__main__":

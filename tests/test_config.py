@@ -37,7 +37,7 @@ def test_example_config_is_valid_and_documents_every_key():
         ({"gate": {"mode": "maybe"}}, "gate.mode", "must be one of off, thermal, external"),
         ({"detector": {"roi": [1, 2, 3]}}, "detector.roi", "must have 4 items"),
         ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
-        ({"device_id": "a b"}, "device_id", "must be letters"),
+        ({"device_id": "a b"}, "device_id", "ASCII letters"),
         ({"camera": {"fps": float("nan")}}, "camera.fps", "finite"),
     ],
 )

@@ -18,7 +18,7 @@ import pytest
 
 from kiosk.frames import Frame
 from kiosk.recorder import stamped_before_step
-from kiosk.store import Store
+from kiosk.store import SCHEMA_VERSION, Store
 from kiosk.visit import Visit
 from tests.kioskd import run_kioskd, stored_visits, write_config
 from tests.reliability import RunningKioskd, db_health, real_pipeline
@@ -144,7 +144,8 @@ def test_schema_v1_database_gains_the_flag_and_keeps_its_rows(tmp_path):
     assert visit.clock_synced and visit.frames == 12
     assert (tmp_path / "kiosk.db.v1.bak").is_file()
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("SELECT value FROM meta").fetchone()[0] == "2"
+        version = "SELECT value FROM meta WHERE key = 'schema_version'"
+        assert conn.execute(version).fetchone()[0] == str(SCHEMA_VERSION)
 
 
 def test_daemon_opens_a_v1_database(tmp_path):
@@ -158,7 +159,7 @@ def test_daemon_opens_a_v1_database(tmp_path):
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     r = run_kioskd(cfg, "--max-frames", "150")
     assert r.returncode == 0, r.stderr
-    assert "schema v1 -> v2" in r.stderr
+    assert f"schema v1 -> v{SCHEMA_VERSION}" in r.stderr
     visits = stored_visits(tmp_path)
     assert visits and all(v.clock_synced for v in visits)
 

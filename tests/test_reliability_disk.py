@@ -109,3 +109,37 @@ def test_bounded_queue_on_max_page_count(tmp_path, caplog):
     assert store.outbox_depth() == len(stored)
     store.close()
     assert db_health(tmp_path / "kiosk.db")["integrity"] == "ok"
+
+
+def test_records_the_disk_will_not_take_at_exit_are_kept_for_the_next_start(tmp_path, caplog):
+    """Issue 13, item 10: nothing queued is lost at exit; the next start stores it first."""
+    db, spill = tmp_path / "kiosk.db", tmp_path / "kiosk-unstored.jsonl"
+    store = Store(f"sqlite:///{db}")
+    with store.engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+
+    @event.listens_for(store.engine, "connect")
+    def _cap(dbapi_conn, _record) -> None:
+        dbapi_conn.execute(f"PRAGMA max_page_count={pages}")
+
+    store.engine.dispose()
+    rec = Recorder(store, Counters(), ClockTrust("always"), True, lambda v: None,
+                   spill_path=spill)  # fmt: skip
+    caplog.set_level(logging.INFO, logger="kioskd")
+    visits = [_visit(i) for i in range(300)]
+    for v in visits:
+        rec.add(v)
+    queued = [v.id for v in rec.queue]
+    assert queued
+    rec.close()
+    store.close()
+    assert "saved in" in caplog.text and spill.is_file()
+
+    stored: list[str] = []
+    store = Store(f"sqlite:///{db}")  # space again
+    rec = Recorder(store, Counters(), ClockTrust("always"), True, lambda v: stored.append(v.id),
+                   spill_path=spill)  # fmt: skip
+    rec.recover()
+    assert stored == queued and not spill.exists()
+    assert store.visit_count() == len(visits)
+    store.close()

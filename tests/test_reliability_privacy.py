@@ -182,7 +182,7 @@ def test_nothing_visual_leaves_and_temperatures_only_when_allowed(tmp_path, publ
             assert _magic(f.read(16)) is None, path
     names = {p.relative_to(root).as_posix() for p in found}
     allowed = {"etc/config.yaml", "strace.txt", "state/kiosk.db", "state/kiosk.db-wal",
-               "state/kiosk.db-shm"}  # fmt: skip
+               "state/kiosk.db-shm", "state/kiosk.db.lock"}  # fmt: skip
     assert names <= allowed, names - allowed
     visits = _check_db(root / "state" / "kiosk.db")
     assert visits >= 1, out

@@ -113,6 +113,7 @@ def test_kiosk_service_directives() -> None:
     assert (restart + 5) * burst < interval
     assert (watchdog + restart) * burst > interval
     assert str(EX_CONFIG) in one["RestartPreventExitStatus"].split()
+    assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"  # kioskd restarts in place on SIGHUP
     assert one["User"] == "kiosk" and one["Group"] == "kiosk"
     assert set(one["SupplementaryGroups"].split()) == {"video", "i2c"}
     assert one["StateDirectory"] == "kiosk" and one["ConfigurationDirectory"] == "kiosk"
