@@ -131,6 +131,8 @@ class DetectorConfig:
     min_size_px: int = opt(60, ge=8, le=MAX_PIXELS)
     # Detection runs on a grey frame shrunk by this factor.
     downscale: float = opt(2.0, ge=1.0, le=8.0)
+    # A frame without an upright face is searched again turned by +- this (tilted heads); 0 = off.
+    rotate_deg: float = opt(15.0, ge=0.0, le=45.0)
     # Optional [x, y, w, h] region of the frame where faces can appear.
     roi: list[int] | None = opt(None, length=4)
     # Fast path: full-frame detection only when something moves outside tracked people,

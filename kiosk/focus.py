@@ -64,7 +64,7 @@ class FocusedDetector:
     def from_config(cls, d: DetectorConfig) -> FocusedDetector:
         """The detector kioskd runs for the `detector` config section."""
         return cls(
-            FaceDetector(d.scale_factor, d.min_neighbors, d.min_size_px, d.downscale),
+            FaceDetector.from_config(d),
             MotionDetector() if d.focus else None,
             roi=Box(*d.roi) if d.roi else None,
         )
