@@ -20,9 +20,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kiosk.labels import AGE_GROUP_MIDPOINTS, AGE_GROUPS, GENDERS
+from kiosk.labels import AGE_GROUP_MIDPOINTS, AGE_GROUPS, GENDERS, MODEL_NAMES
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models"
+MODELS_ROOT = Path(__file__).resolve().parent / "models"
+#: The shipped models, each in its own folder under kiosk/models/ (``classifier.model``):
+#: ``accurate`` is the most accurate one (its training data is for non-commercial research
+#: only); ``commercial`` is one whose weights and every training input allow commercial
+#: use. kiosk/models/MODEL_CARD.md has both.
+SHIPPED_MODELS = MODEL_NAMES
+DEFAULT_MODEL = MODEL_NAMES[0]
+DEFAULT_MODEL_DIR = MODELS_ROOT / DEFAULT_MODEL
 LABELS_FILE = "labels.json"
 #: The training chips are aligned UTKFace crops. Measured with kiosk.detect.FaceDetector's
 #: defaults on 600 chips given context (chips at 160 px, 80 px of replicated border), the Haar
@@ -32,16 +39,23 @@ LABELS_FILE = "labels.json"
 #: inside the chip (40 % of chips had no detection at all), so they understate the box.
 HAAR_BOX_FRACTION = 1.04
 HAAR_CENTRE_OFFSET = 0.085
-#: crop_face returns at most this many pixels a side: twice the shipped model's 56 px input,
+#: crop_face returns at most this many pixels a side: twice the shipped models' 64 px input,
 #: so that preprocess's INTER_AREA shrink takes OpenCV's integer-ratio path (10 us a face
-#: here, against 100 us from the 96 px crops used before; same box filter).
-CROP_SIZE = 112
-#: Input side of the shipped compact model; the model file's own input shape wins.
+#: here, against 100 us for a non-integer ratio; same box filter).
+CROP_SIZE = 128
+#: Input side of the shipped models; the model file's own input shape wins.
 DEFAULT_INPUT_SIZE = 64
 
 
 class ModelFileError(ValueError):
     """A model file is present but is not what the classifier expects."""
+
+
+def shipped_model_dir(name: str) -> Path:
+    """The folder of a shipped model by name (``classifier.model``)."""
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"unknown model {name!r}: expected one of {', '.join(SHIPPED_MODELS)}")
+    return MODELS_ROOT / name
 
 
 def crop_face(frame_bgr: np.ndarray, box, size: int = CROP_SIZE) -> np.ndarray:

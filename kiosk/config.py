@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from kiosk.labels import MODEL_NAMES
 from kiosk.logsetup import add_secret
 
 EX_CONFIG = 78
@@ -153,7 +154,9 @@ class TrackerConfig:
 
 @dataclass
 class ClassifierConfig:
-    # Folder with the .tflite models; empty means the models shipped in the package.
+    # Shipped model: accurate (non-commercial training data) or commercial.
+    model: str = opt(MODEL_NAMES[0], choices=MODEL_NAMES)
+    # Folder with your own models; set, it replaces `model`.
     model_dir: str | None = None
     num_threads: int = opt(1, ge=1, le=16)
 

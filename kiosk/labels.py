@@ -4,6 +4,8 @@ AGE_GROUPS: tuple[str, ...] = ("0-2", "4-6", "8-12", "15-20", "25-32", "38-43", 
 # Representative age in years of each group, used for expected-age output and MAE.
 AGE_GROUP_MIDPOINTS: tuple[float, ...] = (1.0, 5.0, 10.0, 17.5, 28.5, 40.5, 50.5, 70.0)
 GENDERS: tuple[str, ...] = ("female", "male")
+#: The shipped classifier models (``classifier.model``), each a folder under kiosk/models/.
+MODEL_NAMES: tuple[str, ...] = ("accurate", "commercial")
 TEMPERATURE_STATUSES: tuple[str, ...] = ("pass", "fail", "unmeasured", "off")
 
 

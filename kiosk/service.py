@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 
 from kiosk import __version__
-from kiosk.classify import Classifier
+from kiosk.classify import Classifier, shipped_model_dir
 from kiosk.clock import ClockTrust
 from kiosk.config import EX_CONFIG, Config, ConfigError, load_config
 from kiosk.counters import Counters
@@ -62,7 +62,8 @@ class Daemon:
             on_visit=self._visit_committed,
             spill_path=(self.store.path.parent if self.store.path else cfg.state_path) / SPILL_NAME,
         )  # fmt: skip
-        self.classifier = Classifier(cfg.classifier.model_dir, cfg.classifier.num_threads)
+        model_dir = cfg.classifier.model_dir or shipped_model_dir(cfg.classifier.model)
+        self.classifier = Classifier(model_dir, cfg.classifier.num_threads)
         self.detector = FocusedDetector.from_config(cfg.detector)
         t = cfg.tracker
         self.tracker = Tracker(t.iou_threshold, t.max_gap_s, t.min_frames, t.best_crops)

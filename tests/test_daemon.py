@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from kiosk.classify import SHIPPED_MODELS
 from kiosk.frames import demo_video_path
 from tests.kioskd import run_kioskd, start_kioskd, stored_visits, write_config
 from tools.make_demo import ENTER_S, Appearance, render, write_video
@@ -22,16 +23,18 @@ def still_clip(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """The bundled demo, played once: each stored visit with the demo visitors on screen."""
+@pytest.fixture(scope="module", params=SHIPPED_MODELS)
+def demo_run(tmp_path_factory, request):
+    """The bundled demo, played once per shipped model (``classifier.model``): each stored
+    visit with the demo visitors on screen."""
     tmp_path = tmp_path_factory.mktemp("demo")
-    r = run_kioskd(write_config(tmp_path))
+    r = run_kioskd(write_config(tmp_path, classifier={"model": request.param}))
     assert r.returncode == 0, r.stderr
     assert "summary: frames=" in r.stderr
     meta = json.loads(demo_video_path().with_suffix(".json").read_text())
     expected = sorted(meta["visitors"], key=lambda v: v["start_s"])
     visits = stored_visits(tmp_path)
+    assert all(v.model_version.startswith(f"{request.param}-") for v in visits), visits
     t0 = visits[0].started_at.timestamp() - expected[0]["start_s"] - ENTER_S if visits else 0
     matched = []
     for visit in visits:

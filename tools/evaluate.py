@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kiosk.labels import AGE_GROUPS, GENDERS  # noqa: E402
+from kiosk.labels import AGE_GROUPS, GENDERS, MODEL_NAMES  # noqa: E402
 from tools.facedata import FaceRows, decode, iter_image_bytes, read_labels  # noqa: E402
 
 #: UTKFace race codes (third field of the original file name, ``orig_file``).
@@ -198,6 +198,78 @@ def group_line(sub: dict) -> str:
     )
 
 
+#: Age bands of the transfer report (years, upper bound exclusive).
+AGE_BANDS = {0: "<13", 1: "13-19", 2: "20-39", 3: "40-59", 4: "60+"}
+_BAND_EDGES = (13, 20, 40, 60)
+
+
+def age_bands(age: np.ndarray) -> np.ndarray:
+    """Band index per exact age (-1 where the age is unknown)."""
+    out = np.digitize(np.nan_to_num(age, nan=-1.0), _BAND_EDGES)
+    return np.where(np.isnan(age), -1, out)
+
+
+def perturb(img: np.ndarray, spec: str, seed: int) -> np.ndarray:
+    """One named input change: ``noiseN`` (uniform +-N levels per pixel, as another decoder
+    gives), ``jpegQ`` (re-encoded at quality Q, as an MJPEG camera does), ``blurS`` (Gaussian
+    sigma S px), ``lightG`` (brightness and contrast times G), ``zoomF`` (see reframe)."""
+    kind = spec.rstrip("0123456789.")
+    try:
+        v = float(spec[len(kind):])
+    except ValueError:
+        raise ValueError(f"perturbation {spec!r}: expected e.g. noise3, jpeg75, blur1.5, "
+                         f"light0.6 or zoom0.7") from None
+    if kind == "noise":
+        rng = np.random.default_rng(seed)
+        n = rng.integers(-int(v), int(v) + 1, img.shape, dtype=np.int16)
+        return np.clip(img.astype(np.int16) + n, 0, 255).astype(np.uint8)
+    if kind == "jpeg":
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(v)])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if kind == "blur":
+        return cv2.GaussianBlur(img, (0, 0), v)
+    if kind == "light":
+        return np.clip(img.astype(np.float32) * v, 0, 255).astype(np.uint8)
+    if kind == "zoom":
+        return reframe(img, v)
+    raise ValueError(f"perturbation {spec!r}: unknown kind {kind!r}")
+
+
+def _predict_all(rows, images, clf, detector, border, change, num_seed=0):
+    """Probabilities for every row; ``change`` (a perturbation or None) is applied to the
+    photo before detection (--detect) or to the crop; a zoom always re-frames the crop."""
+    from kiosk.classify import crop_face
+
+    on_photo = detector is not None and change is not None and not change.startswith("zoom")
+
+    n = len(rows)
+    age = np.full((n, len(AGE_GROUPS)), 1.0 / len(AGE_GROUPS))
+    female = np.full(n, 0.5)
+    valid = np.zeros(n, bool)
+    lat = []
+    for i, (_f, data) in enumerate(iter_image_bytes(images, rows.files)):
+        img = decode(data)
+        if img is None:
+            continue
+        if detector is not None:
+            if border:
+                pad = int(img.shape[1] * border)
+                img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
+                                         value=(128, 128, 128))
+            if on_photo:
+                img = perturb(img, change, num_seed + i)
+            boxes = detector.detect(img)
+            if not boxes:
+                continue
+            img = crop_face(img, boxes[0])
+        crop = perturb(img, change, num_seed + i) if change and not on_photo else img
+        t0 = time.perf_counter()
+        a, f = clf.probabilities([crop])
+        lat.append(time.perf_counter() - t0)
+        age[i], female[i], valid[i] = a[0], f[0], True
+    return age, female, valid, lat
+
+
 def run(
     labels: str,
     images: str,
@@ -210,8 +282,11 @@ def run(
     by_race: bool = False,
     by_age: bool = False,
     zoom: float = 1.0,
+    by_band: bool = False,
+    border: float = 0.0,
+    perturbations: tuple[str, ...] = (),
 ) -> dict:
-    from kiosk.classify import Classifier, crop_face
+    from kiosk.classify import Classifier
 
     rows = read_labels(labels)
     idx = apply_filter(rows, filter_expr)
@@ -221,30 +296,12 @@ def run(
     clf = Classifier(model_dir, num_threads=num_threads, flip_tta=flip_tta)
     detector = None
     if detect:
+        from kiosk.config import DetectorConfig
         from kiosk.detect import FaceDetector
 
-        detector = FaceDetector()
-    n = len(rows)
-    age = np.full((n, len(AGE_GROUPS)), 1.0 / len(AGE_GROUPS))
-    female = np.full(n, 0.5)
-    valid = np.zeros(n, bool)
-    lat = []
-    for i, (_f, data) in enumerate(iter_image_bytes(images, rows.files)):
-        img = decode(data)
-        if img is None:
-            continue
-        if detector is not None:
-            boxes = detector.detect(img)
-            if not boxes:
-                continue
-            crop = crop_face(img, boxes[0])
-        else:
-            crop = img
-        crop = reframe(crop, zoom)
-        t0 = time.perf_counter()
-        a, f = clf.probabilities([crop])
-        lat.append(time.perf_counter() - t0)
-        age[i], female[i], valid[i] = a[0], f[0], True
+        detector = FaceDetector.from_config(DetectorConfig())  # the daemon's defaults
+    clean = f"zoom{zoom}" if zoom != 1.0 else None
+    age, female, valid, lat = _predict_all(rows, images, clf, detector, border, clean)
     m = compute_metrics(rows, age, female, clf.age_years, valid)
     m["latency_ms_median"] = float(np.median(lat) * 1000) if lat else None
     m["model_version"] = clf.model_version
@@ -252,12 +309,27 @@ def run(
     breakdowns = {
         "by_race": (by_race, rows.race, RACES),
         "by_age": (by_age, rows.age_nearest, dict(enumerate(AGE_GROUPS))),
+        "by_band": (by_band, age_bands(rows.age), AGE_BANDS),
     }
     for key, (wanted, codes, names) in breakdowns.items():
         if wanted:
             m[key] = per_group_metrics(
                 scored, age[valid], female[valid], clf.age_years, codes[valid], names
             )
+    if perturbations:
+        m["perturbed"] = {}
+    for spec in perturbations:
+        a2, f2, v2, _ = _predict_all(rows, images, clf, detector, border, spec, 10_000)
+        sub = {k: v for k, v in compute_metrics(rows, a2, f2, clf.age_years, v2).items()
+               if k in JSON_KEYS}
+        both = valid & v2
+        # A flip: the decision on the changed input differs from the one on the original.
+        sub["gender_flips"] = _frac((female[both] >= 0.5) != (f2[both] >= 0.5))
+        sub["age_group_flips"] = _frac(np.argmax(age[both], 1) != np.argmax(a2[both], 1))
+        sub["female_prob_change_median"] = (
+            float(np.median(np.abs(female[both] - f2[both]))) if both.any() else None)
+        sub["compared"] = int(both.sum())
+        m["perturbed"][spec] = sub
     return m
 
 
@@ -271,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         help="images are whole photos: detect (Haar) and crop like the daemon",
     )
     ap.add_argument("--json", help="write the metrics to this JSON file")
-    ap.add_argument("--model-dir", help="model folder (default: the packaged kiosk/models)")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--model", help="a shipped model by name: " + ", ".join(MODEL_NAMES))
+    which.add_argument("--model-dir", help="a model folder (default: the shipped default)")
     ap.add_argument("--filter", help="e.g. fold==9 or res_px==64,race!=1")
     ap.add_argument("--limit", type=int, help="only the first N matching rows")
     ap.add_argument("--threads", type=int, default=1)
@@ -290,7 +364,27 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="re-frame each crop about its centre (0.7 = 30%% looser) to check framing transfer",
     )
+    ap.add_argument("--by-band", action="store_true",
+                    help="also report per age band (<13, 13-19, 20-39, 40-59, 60+)")
+    ap.add_argument("--border", type=float, default=0.0,
+                    help="--detect: grey border around each photo, as a fraction of its width "
+                         "(portraits whose face touches the edge)")
+    ap.add_argument("--perturb", action="append", default=[],
+                    help="also evaluate changed inputs and count decision flips: noise3, "
+                         "jpeg75, blur1.5, light0.6, zoom0.7 (repeatable)")
     args = ap.parse_args(argv)
+    for spec in args.perturb:
+        try:
+            perturb(np.zeros((4, 4, 3), np.uint8), spec, 0)
+        except ValueError as exc:
+            ap.error(str(exc))
+    if args.model:
+        from kiosk.classify import shipped_model_dir
+
+        try:
+            args.model_dir = str(shipped_model_dir(args.model))
+        except ValueError as exc:
+            ap.error(f"--model: {exc}")
     if not 0.2 <= args.zoom <= 3.0:
         ap.error(f"--zoom {args.zoom}: expected a factor between 0.2 and 3")
     tta = None if args.flip_tta is None else args.flip_tta == "on"
@@ -306,11 +400,17 @@ def main(argv: list[str] | None = None) -> int:
         args.by_race,
         args.by_age,
         args.zoom,
+        args.by_band,
+        args.border,
+        tuple(args.perturb),
     )
     print(format_report(m, f"model {m['model_version']} on {args.labels}"))
-    for key in ("by_race", "by_age"):
+    for key in ("by_race", "by_age", "by_band"):
         for name, sub in m.get(key, {}).items():
             print(f"  {name:>7}: " + group_line(sub))
+    for spec, sub in m.get("perturbed", {}).items():
+        print(f"  {spec:>9}: " + group_line(sub) + f" gender flips={sub['gender_flips']} "
+              f"age flips={sub['age_group_flips']} (n={sub['compared']})")
     if args.json:
         out = {k: m.get(k) for k in JSON_KEYS}
         out.update({k: v for k, v in m.items() if k not in out})
