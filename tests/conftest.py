@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+# TensorFlow 2.21's oneDNN kernels crash (SIGSEGV) at random in the CC0 age net's backward
+# pass; the first test to import TensorFlow fixes the setting for the whole run.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("KIOSK_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
