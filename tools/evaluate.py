@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kiosk.labels import AGE_GROUPS, GENDERS, MODEL_NAMES  # noqa: E402
-from tools.facedata import FaceRows, decode, iter_image_bytes, read_labels  # noqa: E402
+from tools.facedata import FaceRows, bordered, decode, iter_image_bytes, read_labels  # noqa: E402
 
 #: UTKFace race codes (third field of the original file name, ``orig_file``).
 RACES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
@@ -253,9 +253,7 @@ def _predict_all(rows, images, clf, detector, border, change, num_seed=0):
             continue
         if detector is not None:
             if border:
-                pad = int(img.shape[1] * border)
-                img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
-                                         value=(128, 128, 128))
+                img = bordered(img, border)
             if on_photo:
                 img = perturb(img, change, num_seed + i)
             boxes = detector.detect(img)

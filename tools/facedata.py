@@ -185,6 +185,12 @@ def hash_folds(files: list[str]) -> np.ndarray:
 PHOTO_BORDER = 0.25
 
 
+def bordered(img: np.ndarray, fraction: float) -> np.ndarray:
+    """The photo on a grey border ``fraction`` of its width wide on every side."""
+    pad = int(img.shape[1] * fraction)
+    return cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128,) * 3)
+
+
 def detect_face_crops(images: str | Path, files: list[str], size: int,
                       cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Whole photos -> the daemon's crop of the largest Haar face (its default detector
@@ -216,9 +222,7 @@ def detect_face_crops(images: str | Path, files: list[str], size: int,
         img = decode(data)
         if img is None:
             continue
-        pad = int(img.shape[1] * PHOTO_BORDER)
-        img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
-                                 value=(128, 128, 128))
+        img = bordered(img, PHOTO_BORDER)
         boxes = detector.detect(img)
         if not boxes:
             continue
@@ -235,4 +239,4 @@ def detect_face_crops(images: str | Path, files: list[str], size: int,
 
 
 __all__ = ["FaceRows", "read_labels", "iter_image_bytes", "decode", "load_chips",
-           "detect_face_crops", "hash_folds", "GENDERS"]
+           "detect_face_crops", "bordered", "hash_folds", "GENDERS"]

@@ -15,7 +15,6 @@ the training images, so the bias it removes is the one seen outside the training
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from pathlib import Path
 
@@ -69,6 +68,7 @@ def train_cc0(args, argv: list[str]) -> int:
         sample_weights,
         summary,
         write_model_dir,
+        write_outputs,
     )
 
     t_start = time.time()
@@ -94,7 +94,10 @@ def train_cc0(args, argv: list[str]) -> int:
         raise SystemExit("--arch cc0 needs --portraits (gender calibration off the training set)")
     prow = read_labels(args.portraits)
     pcrops, found = detect_face_crops(args.portrait_images, prow.files, size, args.cache_dir)
-    in_folds = lambda spec: np.flatnonzero(found & np.isin(prow.fold, parse_folds(spec)))  # noqa: E731
+
+    def in_folds(spec: str | None) -> np.ndarray:
+        return np.flatnonzero(found & np.isin(prow.fold, parse_folds(spec)))
+
     cal_idx, ptest_idx = in_folds(args.calibrate_folds), in_folds(args.portrait_test_folds)
     ptrain_idx = in_folds(args.portrait_train_folds)
     if set(cal_idx) & set(ptest_idx) or set(ptrain_idx) & (set(cal_idx) | set(ptest_idx)):
@@ -191,8 +194,6 @@ def train_cc0(args, argv: list[str]) -> int:
             results[kind][set_name] = entry
             print(f"[{kind:7s}] {set_name:>12}: {fmt(m)}", flush=True)
 
-    cmd = "python tools/train.py " + " ".join(
-        shlex.quote(a) for a in argv if a != "--eval-only")
     report = {
         "name": name, "arch": "cc0", "input_size": size, "trunk_gender": args.trunk_gender,
         "parameters": int(model.count_params()), "train_rows": int(len(x_all)),
@@ -202,17 +203,7 @@ def train_cc0(args, argv: list[str]) -> int:
         "total_minutes": round(train_minutes + (time.time() - t_start) / 60, 1)
         if args.eval_only else round((time.time() - t_start) / 60, 1),
         "model_bytes": {k: (d / "model.tflite").stat().st_size for k, d in kinds.items()},
-        "settings": dict(vars(args)), "metrics": results, "history": history, "command": cmd,
+        "settings": dict(vars(args)), "metrics": results, "history": history,
     }
-    (work / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    (work / "reproduce.txt").write_text(cmd + "\n")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for f in ("model.tflite", "labels.json"):
-            (out / f).write_bytes((kinds["int8"] / f).read_bytes())
-        (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "reproduce.txt").write_text(cmd + "\n")
-        print(f"[out] wrote {out}", flush=True)
-    print(f"[done] {report['total_minutes']} min", flush=True)
+    write_outputs(argv, report, work, args.out, kinds["int8"])
     return 0

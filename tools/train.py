@@ -467,8 +467,6 @@ def finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, wo
             results[kind][set_name] = entry
             print(f"[{kind:7s}] {set_name:>12}: {fmt(m)}", flush=True)
 
-    cmd = "python tools/train.py " + " ".join(
-        shlex.quote(a) for a in argv if a != "--eval-only")
     report = {
         "name": name, "arch": args.arch, "variant": None if lh else args.variant,
         "input_size": size, "parameters": int(model.count_params()),
@@ -478,21 +476,31 @@ def finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, wo
                           else round((time.time() - t_start) / 60, 1)),
         "model_bytes": {k: (d / "model.tflite").stat().st_size for k, d in kinds},
         "settings": {k: v for k, v in vars(args).items()},
-        "metrics": results, "history": history, "command": cmd,
+        "metrics": results, "history": history,
     }
-    (work / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    (work / "reproduce.txt").write_text(cmd + "\n")
-    if args.out:
-        out = Path(args.out)
-        src = int8_dir if not args.no_int8 else float_dir
-        out.mkdir(parents=True, exist_ok=True)
+    write_outputs(argv, report, work, args.out, int8_dir if not args.no_int8 else float_dir)
+    return 0
+
+
+def write_outputs(argv: list[str], report: dict, work: Path, out: str | None,
+                  model_dir: Path) -> None:
+    """The run's record (metrics.json, reproduce.txt) in ``work``, and with ``out`` the
+    shipped files too: ``model_dir``'s model and labels beside the same record."""
+    cmd = "python tools/train.py " + " ".join(shlex.quote(a) for a in argv if a != "--eval-only")
+    report["command"] = cmd
+    dirs = [work]
+    if out:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
         for f in ("model.tflite", "labels.json"):
-            (out / f).write_bytes((src / f).read_bytes())
-        (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "reproduce.txt").write_text(cmd + "\n")
+            (out_dir / f).write_bytes((model_dir / f).read_bytes())
+        dirs.append(out_dir)
+    for d in dirs:
+        (d / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        (d / "reproduce.txt").write_text(cmd + "\n")
+    if out:
         print(f"[out] wrote {out}", flush=True)
     print(f"[done] {report['total_minutes']} min", flush=True)
-    return 0
 
 
 def _probs(out, lh: bool):
