@@ -276,6 +276,24 @@ class MetricsConfig:
 
 
 @dataclass
+class WebConfig:
+    enabled: bool = False
+    # 127.0.0.1 (this board only) by default; any other address needs the password.
+    host: str = "127.0.0.1"
+    port: int = opt(8080, ge=1, le=65535)
+    # The setup view of the camera (frames in memory only, and only while a page shows it).
+    live_view: bool = False
+    # Password comes from this environment variable, this file, or the systemd credential
+    # "web_password" ($CREDENTIALS_DIRECTORY); never from the YAML itself.
+    password_env: str = "KIOSK_WEB_PASSWORD"
+    password_file: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.host or any(c.isspace() for c in self.host):
+            raise ConfigError("web.host", f"must be an address to listen on, got {self.host!r}")
+
+
+@dataclass
 class Config:
     device_id: str = field(default_factory=socket.gethostname)
     timezone: str = "UTC"
@@ -291,6 +309,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
 
     @property

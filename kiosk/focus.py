@@ -59,6 +59,10 @@ class FocusedDetector:
         self.full_frames = 0
         self.window_frames = 0
         self.skipped_frames = 0
+        # What the last frame got, for the live view: "full", "windows" or "none".
+        self.last_pass = "none"
+        self.last_windows: list[Box] = []
+        self.last_moved = False
 
     @classmethod
     def from_config(cls, d: DetectorConfig) -> FocusedDetector:
@@ -78,14 +82,18 @@ class FocusedDetector:
         newcomer = self.motion is None or self.motion.moved(
             image, [person_region(b, w, h) for b in tracked]
         )
+        self.last_moved, self.last_windows = newcomer, windows
         if newcomer or (windows and self._since_full >= self.full_every):
             self._since_full = 0
             self.full_frames += 1
+            self.last_pass = "full"
             return self.detector.detect(image, self.roi)
         if not windows:
             self.skipped_frames += 1
+            self.last_pass = "none"
             return []
         self.window_frames += 1
+        self.last_pass = "windows"
         found = [
             face
             for win, box in zip(windows, tracked, strict=True)

@@ -184,6 +184,11 @@ class ThermalGate:
         self._seen.pop(track_id, None)
         self._readings.pop(track_id, None)
 
+    def latest_reading(self, track_id: int) -> Reading | None:
+        """The newest reading of a tracked face (the live view shows it)."""
+        readings = self._readings.get(track_id)
+        return next(reversed(readings.values()), None) if readings else None
+
     def close(self) -> None:
         self.source.stop()
 

@@ -55,6 +55,9 @@ class _CappedReader:
         self._left -= len(data)
         return data
 
+    def close(self) -> None:
+        self._raw.close()
+
 
 def parse_length(value: str | None) -> int | None:
     """Content-Length as a byte count, or None when it is missing or not a plain number."""
@@ -74,10 +77,12 @@ class CappedRequest:
 
 
 class BoundedConnections:
-    """Server mixin (before a ThreadingMixIn server): at most MAX_CONNECTIONS at once, more
-    closed on accept; each cut off MAX_REQUEST_S after it was accepted, by the accept loop."""
+    """Server mixin (before a ThreadingMixIn server): at most `max_connections` at once, more
+    closed on accept; each cut off `max_request_s` after it was accepted, by the accept loop."""
 
     name = "http"
+    max_connections = MAX_CONNECTIONS
+    max_request_s = MAX_REQUEST_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._active: dict[socket.socket, float] = {}
@@ -87,15 +92,15 @@ class BoundedConnections:
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._active_lock:
-            full = len(self._active) >= MAX_CONNECTIONS
+            full = len(self._active) >= self.max_connections
             if not full:
                 self._active[request] = time.monotonic()
         if full:
             self._errors("%s: more than %d connections at once; one refused", self.name,
-                         MAX_CONNECTIONS)  # fmt: skip
+                         self.max_connections)  # fmt: skip
             self.shutdown_request(request)
             return
-        request.settimeout(MAX_REQUEST_S)
+        request.settimeout(self.max_request_s)
         super().process_request(request, client_address)  # type: ignore[misc]
 
     def shutdown_request(self, request: Any) -> None:
@@ -107,7 +112,7 @@ class BoundedConnections:
         """From the accept loop (every 0.5 s): cut off requests past their deadline."""
         now = time.monotonic()
         with self._active_lock:
-            late = [s for s, t0 in self._active.items() if now - t0 > MAX_REQUEST_S]
+            late = [s for s, t0 in self._active.items() if now - t0 > self.max_request_s]
         for sock in late:
             try:
                 sock.shutdown(socket.SHUT_RDWR)

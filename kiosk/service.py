@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,7 +22,8 @@ from kiosk.counters import Counters
 from kiosk.days import today
 from kiosk.focus import FocusedDetector
 from kiosk.frames import CameraSource
-from kiosk.gate import Gate, build_gate
+from kiosk.gate import Gate, ThermalGate, build_gate
+from kiosk.health import Health, free_bytes, thermal_state
 from kiosk.logsetup import add_url_secret, redact_url, scrub, setup_logging, under_journald
 from kiosk.metrics import MetricsServer, MetricsUnavailable, start_metrics_server
 from kiosk.mqtt import Publisher
@@ -32,6 +34,9 @@ from kiosk.retention import apply_retention
 from kiosk.store import Store, StoreError, driver_message
 from kiosk.track import Tracker
 from kiosk.visit import Visit
+
+if TYPE_CHECKING:
+    from kiosk.web.server import WebServer
 
 log = logging.getLogger("kioskd")
 
@@ -88,9 +93,42 @@ class Daemon:
         )
         # Does nothing unless mqtt.enabled; publishes from the store's outbox on its own thread.
         self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.store, cfg.tz, self.counters)
+        self.web = self._build_web()
+        self.live = self.web.live if self.web is not None else None
 
     def _build_gate(self) -> Gate:
         return build_gate(self.cfg.gate, self.cfg.thermal, self.counters, self.cfg.mqtt)
+
+    def _build_web(self) -> WebServer | None:
+        """The optional web page (kiosk/web/); Flask is imported only when it is on."""
+        c = self.cfg
+        if not c.web.enabled:
+            return None
+        try:
+            from kiosk.web.server import WebServer
+        except ImportError as exc:
+            why = f"needs {exc.name or 'Flask'}: pip install 'kiosk[web]'"
+            raise ConfigError("web.enabled", why) from None
+        return WebServer.from_config(c.web, c.database_url, c.device_id, c.tz, self.health)
+
+    def health(self) -> Health:
+        """The web page's health snapshot; read on a web thread."""
+        thermal = self.gate.source if isinstance(self.gate, ThermalGate) else None
+        return Health(
+            version=__version__,
+            device_id=self.cfg.device_id,
+            uptime_s=self.counters.uptime_s(),
+            camera=self.source.state,
+            fps=self.counters.fps,
+            thermal=None if thermal is None else thermal_state(thermal),
+            mqtt_enabled=self.cfg.mqtt.enabled,
+            mqtt_connected=self.publisher.connected,
+            outbox_depth=self.store.outbox_depth() if self.cfg.mqtt.enabled else None,
+            clock_trusted=self.recorder.clock_synced,
+            disk_free_bytes=free_bytes(self.store.path),
+            model=self.classifier.model_version,
+            records_not_stored=len(self.recorder.queue),
+        )
 
     def _visit_committed(self, visit: Visit) -> None:
         self.counters.visits += 1
@@ -185,6 +223,7 @@ class Daemon:
         )  # fmt: skip
         self.publisher.start()
         self.metrics = self.start_metrics()
+        self.start_web()
         self.notifier.ready(self.status_line())
         self.start_retention()
         started = time.monotonic()
@@ -196,6 +235,8 @@ class Daemon:
                 now = time.monotonic()
                 if frame is not None:
                     self.pipeline.process(frame)
+                    if self.live is not None and self.live.wanted:  # a viewer on the live page
+                        self.live.offer(frame, self.detector, self.tracker.tracks, self.gate)
                     self.notifier.frame_processed(now)
                 elif self.source.ended:
                     log.info("camera %s: end of input", self.source.name)
@@ -246,11 +287,22 @@ class Daemon:
             log.error("metrics endpoint %s:%d not started: %s", m.host, m.port, exc)
             return None
 
+    def start_web(self) -> None:
+        """The optional web page; without it kioskd still counts visitors."""
+        if self.web is None:
+            return
+        try:
+            self.web.start()
+        except (OSError, StoreError, SQLAlchemyError) as exc:
+            log.error("web page %s not started: %s", self.web.url, exc)
+
     def shutdown(self) -> None:
         if self.restart_requested:
             self.notifier.reloading()
         else:
             self.notifier.stopping()
+        if self.web is not None:
+            self.web.close()
         self.pipeline.close()  # open visits and those still being classified reach the recorder
         self.source.close()
         self.gate.close()

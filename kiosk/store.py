@@ -545,6 +545,15 @@ class Store:
             row = s.scalars(q).first()
             return visit_from_row(row) if row else None
 
+    def latest_visits(self, n: int, device_id: str | None = None) -> list[Visit]:
+        """The `n` most recently started visits, newest first (the web page's list; by start,
+        which is indexed)."""
+        q = select(VisitRow).order_by(VisitRow.started_at.desc()).limit(n)
+        if device_id:
+            q = q.where(VisitRow.device_id == device_id)
+        with self.session() as s:
+            return [visit_from_row(r) for r in s.scalars(q)]
+
     def visit_count(self) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(VisitRow)) or 0
