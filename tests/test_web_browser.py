@@ -277,3 +277,51 @@ def test_live_view_streams_only_while_open_and_says_so(site, browser, shots):
     assert wait_until(lambda: "#" in browser.find_element(By.ID, "faces").text, 20)
     browser.save_screenshot(str(shots / "live.png"))
     browser.get(f"{url}/today")  # leaving the page ends the hand-over
+
+
+# Visible 640x480 onto the Lepton's 120x160 (upright): the overlay drawn through a homography.
+SCALE_TO_LEPTON = [[120 / 640, 0.0, 0.0], [0.0, 160 / 480, 0.0], [0.0, 0.0, 1.0]]
+
+
+def test_live_view_with_a_thermal_camera(tmp_path, browser, shots, shared_data):
+    """The thermal gate replaying a real Lepton 3.5 kiosk recording (heated reference disc in
+    view) beside a clip of one visitor: the live view blends the thermal frame in through the
+    homography, marks the reference and gives the face's reading."""
+    from tools.make_demo import ENTER_S, Appearance, render, write_video
+
+    clip = tmp_path / "visitor.mp4"
+    write_video(clip, render((Appearance("hopper", -ENTER_S, 60.0, 320, 130),), 8.0))
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        camera={"source": str(clip), "realtime": True, "loop": True},
+        gate={"mode": "thermal"},
+        thermal={
+            "source": "replay",
+            "device": str(shared_data / RECORDING),
+            "rotate": 1,
+            "reference_c": 36.6,
+            "homography": SCALE_TO_LEPTON,
+        },  # fmt: skip
+        web={"enabled": True, "port": port, "live_view": True},
+    )
+    daemon = RunningKioskd(config)
+    try:
+        assert daemon.wait_for("web page on", timeout=90), daemon.text
+        browser.get(f"http://127.0.0.1:{port}/live")
+        assert wait_until(lambda: browser.find_element(By.ID, "thermal").text == "registered", 20)
+        assert wait_until(lambda: "°C" in browser.find_element(By.ID, "reference").text, 20)
+        faces = browser.find_element(By.ID, "faces")
+        assert wait_until(
+            lambda: "#" in faces.text and ("°C" in faces.text or "(" in faces.text), 20
+        )
+        browser.save_screenshot(str(shots / "live-thermal.png"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=10) as r:
+            assert b'"thermal":"streaming"' in r.read()
+        browser.get(f"http://127.0.0.1:{port}/today")
+    finally:
+        daemon.proc.terminate()
+        daemon.finish()
+
+
+RECORDING = "thermal/feverscreen_lepton35/testr.npz"

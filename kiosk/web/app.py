@@ -46,7 +46,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-OPEN_ENDPOINTS = ("login", "static")
+OPEN_ENDPOINTS = ("login", "login_post", "static")
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,10 +107,11 @@ def draw(snapshot: Snapshot) -> np.ndarray:
     if snapshot.detection == "windows":
         for window in snapshot.windows:
             _rect(image, window, WINDOW, 1)
-    height = image.shape[0]
-    side = snapshot.min_size_px
-    cv2.rectangle(image, (8, height - 8 - side), (8 + side, height - 8), GUIDE, 1)
-    _label(image, f"smallest face {side} px", 12 + side, height - 10, GUIDE)
+    height, width = image.shape[:2]
+    side = snapshot.min_size_px  # bottom right: the reference emitter usually sits bottom left
+    x0 = width - 8 - side
+    cv2.rectangle(image, (x0, height - 8 - side), (width - 8, height - 8), GUIDE, 1)
+    _label(image, f"smallest face {side} px", max(0, x0 - 180), height - 10, GUIDE)
     for face in snapshot.faces:
         _face(image, face)
     return image
