@@ -5,6 +5,7 @@ a real socket, over a real SQLite file; kioskd itself for the exit codes and the
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import resource
 import socket
@@ -301,3 +302,42 @@ def test_live_view_hands_over_only_while_asked(store, db_path, caplog):
         live.viewer_timeout_s = 0.2
         time.sleep(0.3)
         assert not live.wanted
+
+
+def test_overlay_draws_a_real_thermal_frame_registered_and_beside(shared_data, tmp_path):
+    """A Lepton 3.5 kiosk frame (heated reference disc in view) over a demo frame: blended in
+    through a homography, or in the corner without one; the reference is marked."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from kiosk.detect import Box
+    from kiosk.thermal.convert import rotate
+    from kiosk.thermal.measure import FaceThermometer, MeasureSettings, ReferenceTracker
+    from kiosk.thermal.sources import load_recording
+    from kiosk.web import overlay
+    from kiosk.web.live import Face, Snapshot, ThermalView
+
+    frames = load_recording(shared_data / "thermal/feverscreen_lepton35/testr.npz")
+    thermometer = FaceThermometer(MeasureSettings(), ReferenceTracker("auto", 36.6))
+    for celsius in frames[:10]:  # the auto reference locks after a few frames
+        celsius = rotate(celsius, 1)
+        thermometer.prepare(celsius)
+    disc = thermometer.reference.disc
+    assert disc is not None
+    image = demo_frame().image
+    h = np.array([[120 / 640, 0, 0], [0, 160 / 480, 0], [0, 0, 1]])
+    shots = Path(os.environ.get("KIOSK_WEB_SCREENSHOTS", tmp_path))
+    for name, homography in (("registered", h), ("beside", None)):
+        view = ThermalView(celsius, homography, disc, thermometer.reference.last_reading_c)
+        snapshot = Snapshot(1, image, [Face(3, Box(250, 100, 130, 130), 36.4, "ok")], None, 60,
+                            "full", [], "moving", view)  # fmt: skip
+        drawn = overlay.draw(snapshot)
+        assert drawn.shape == image.shape and not np.shares_memory(drawn, image)
+        changed = np.abs(drawn.astype(int) - image.astype(int)).sum(axis=2) > 30
+        if homography is not None:
+            assert changed.mean() > 0.5  # the whole frame is covered by the thermal view
+        else:
+            assert changed[: 160 * 640 // 3 // 120, -640 // 3 :].mean() > 0.5  # top right
+            assert changed[300:, :300].mean() < 0.2
+        assert cv2.imwrite(str(shots / f"overlay-{name}.png"), drawn)

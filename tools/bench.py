@@ -496,6 +496,14 @@ def closing_section(args: argparse.Namespace, naive_models: Path) -> dict:
     return bench_closing.section(args.work, models, args.repeat, args.cpu, args.seconds)
 
 
+def web_section(args: argparse.Namespace) -> dict:
+    """tools/bench_web.py: fps and CPU with nobody on the page, Today open, the live view open
+    and hostile clients; page load times."""
+    from tools import bench_web
+
+    return bench_web.section(args.work, args.cpu, args.seconds, max(3, args.repeat))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=str(DEFAULT_MODEL_DIR), help="fast path's model folder")
@@ -522,8 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--only",
-        choices=("closing",),
-        help="run one section: closing = fps with visits closing, inline vs off-thread",
+        choices=("closing", "web"),
+        help="run one section: closing = fps with visits closing, inline vs off-thread; "
+        "web = the web page's cost to the frame loop and its page loads (tools/bench_web.py)",
     )
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--latency", nargs=2, help=argparse.SUPPRESS)
@@ -548,6 +557,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**result, "mjpeg_decode_ms": mjpeg_decode_ms(image)}))
         return 0
 
+    if args.only == "web":  # kioskd itself, with the shipped models: nothing to build
+        web = {"machine": machine(), "cpu": args.cpu, "web": web_section(args)}
+        if args.json:
+            args.json.write_text(json.dumps(web, indent=2) + "\n")
+        return 0
     if not (Path(args.models) / "labels.json").is_file():
         ap.error(f"--models {args.models}: no labels.json (the models have not shipped yet?)")
     clips = scene_clips(args.work, args.seconds)
@@ -629,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{CAMERA_FPS:g} fps"
     )
     results["closing"] = closing_section(args, naive_models)
+    results["web"] = web_section(args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -85,6 +85,7 @@ def create_app(site: Site) -> Flask:
 
 def _guards(app: Flask, site: Site) -> None:
     guard = site.guard
+    failed_login = LogEvery(log, logging.WARNING)  # a password-guessing script: a line a minute
 
     @app.before_request
     def check() -> Any:
@@ -128,7 +129,7 @@ def _guards(app: Flask, site: Site) -> None:
             session.clear()
             session["auth"] = True
             return redirect("/today", 303)
-        log.warning("web: failed login from %s", request.remote_addr)
+        failed_login("web: failed login from %s", request.remote_addr)
         return render_template("login.html", failed=True), 403
 
     @app.post("/logout")

@@ -74,12 +74,13 @@ def _beside(image: np.ndarray, view: ThermalView) -> None:
     sh = min(sh, height)
     image[:sh, width - sw :] = small[:sh]
     cv2.rectangle(image, (width - sw, 0), (width - 1, sh), GUIDE, 1)
-    _label(image, "thermal (not registered)", width - sw, sh + 18, GUIDE)
+    _label(image, "thermal (not registered)", width - sw + 2, 18, GUIDE)
     disc = view.reference
     if disc is not None:
         centre = (width - sw + int(disc.col * scale), int(disc.row * scale))
-        cv2.circle(image, centre, max(4, int(max(disc.radius, 2) * scale)), REFERENCE, 2)
-        _label(image, _reference_label(view), centre[0] - 60, centre[1] + 30, REFERENCE)
+        radius = max(4, int(max(disc.radius, 2) * scale))
+        cv2.circle(image, centre, radius, REFERENCE, 2)
+        _label(image, _reference_label(view), centre[0] + radius + 4, centre[1] + 5, REFERENCE)
 
 
 def _face(image: np.ndarray, face: Face) -> None:

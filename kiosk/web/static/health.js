@@ -9,7 +9,9 @@ function duration(s) {
   const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
   return d ? `${d} d ${h} h` : h ? `${h} h ${m} min` : `${m} min ${Math.floor(s % 60)} s`;
 }
+let drawn = false;
 function draw(h) {
+  if (!drawn) { performance.mark("drawn"); drawn = true; }  // tools/bench_web.py
   state("camera", h.camera, h.camera === "streaming");
   state("fps", h.fps.toFixed(1));
   state("thermal", h.thermal === null ? "no thermal camera" : h.thermal, h.thermal === null ? undefined : h.thermal === "streaming");

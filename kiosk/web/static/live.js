@@ -33,7 +33,8 @@ async function next() {
       shown.push(now);
       shown = shown.filter(t => now - t < 3000);
       setText("rate", `${(shown.length / 3).toFixed(1)} a second`);
-      document.body.dataset.shown = ++count;
+      if (++count === 1) performance.mark("drawn");  // first frame on screen (tools/bench_web.py)
+      document.body.dataset.shown = count;
     } else if (r.status === 204) {
       setText("rate", "no camera frame");
     }
