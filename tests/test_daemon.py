@@ -64,8 +64,8 @@ def test_demo_stores_one_plausible_visit_per_visitor(demo_run):
             marks=pytest.mark.xfail(
                 strict=True,
                 reason=(
-                    "both shipped models read Grace Hopper (a woman over 60 in uniform) as male: the known "
-                    "weak band (women 60+: 77-79 % on fold 9), reported in MODEL_CARD.md"
+                    "both shipped models read Grace Hopper (a woman over 60 in uniform) as male: "
+                    "the known weak band (women 60+: 77-79 % on fold 9), reported in MODEL_CARD.md"
                 ),
             ),
         ),
