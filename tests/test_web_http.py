@@ -341,3 +341,19 @@ def test_overlay_draws_a_real_thermal_frame_registered_and_beside(shared_data, t
             assert changed[: 160 * 640 // 3 // 120, -640 // 3 :].mean() > 0.5  # top right
             assert changed[300:, :300].mean() < 0.2
         assert cv2.imwrite(str(shots / f"overlay-{name}.png"), drawn)
+
+
+def test_the_web_package_imports_no_collector_and_the_daemon_no_flask():
+    """kiosk/web/ stands beside the central collector, never on it; Flask loads only when
+    kioskd turns the page on (a lazy import in kiosk/service.py)."""
+    from tests.test_layout import KIOSK, imports
+
+    for path in (KIOSK / "web").rglob("*.py"):
+        assert not {i for i in imports(path) if i.startswith("kiosk.central")}, path
+    import ast
+
+    tree = ast.parse((KIOSK / "service.py").read_text())
+    top = {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names} | {
+        n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module
+    }
+    assert not {m for m in top if m.startswith(("flask", "kiosk.web"))}, top

@@ -20,7 +20,8 @@ import numpy as np
 from kiosk.detect import Box
 from kiosk.focus import FocusedDetector
 from kiosk.frames import Frame
-from kiosk.gate import Gate, ThermalGate
+from kiosk.gate import Gate
+from kiosk.gate.thermal import ThermalGate
 from kiosk.thermal.measure import Disc
 from kiosk.track import Track
 

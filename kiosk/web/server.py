@@ -15,13 +15,14 @@ import socket
 import threading
 from collections.abc import Callable
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, Self
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from zoneinfo import ZoneInfo
 
 from kiosk.config import ConfigError, WebConfig, read_secret
 from kiosk.health import Health
 from kiosk.httplisten import BoundedConnections, CappedRequest
+from kiosk.lifecycle import Part
 from kiosk.store import Store
 from kiosk.web.auth import Guard, is_loopback
 from kiosk.web.live import LiveView
@@ -50,7 +51,7 @@ def _bind(host: str, port: int, app: Any) -> _Server:
     class Server(_Server):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    return make_server(host, port, app, Server, handler_class=_Handler)  # type: ignore[return-value]
+    return make_server(host, port, app, Server, handler_class=_Handler)
 
 
 def web_password(cfg: WebConfig) -> str | None:
@@ -66,7 +67,9 @@ def web_password(cfg: WebConfig) -> str | None:
     return password or None
 
 
-class WebServer:
+class WebServer(Part):
+    """kioskd's web page: `start()` binds and serves, `close()` (idempotent) frees the port."""
+
     def __init__(
         self,
         host: str,
@@ -107,7 +110,7 @@ class WebServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-    def start(self) -> WebServer:
+    def start(self) -> Self:
         """Open the read-only store, bind and serve on a daemon thread (OSError when the port
         cannot be had). Port 0 picks a free one (see `port`)."""
         if self._server is not None:
@@ -143,9 +146,3 @@ class WebServer:
         if self._store is not None:
             self._store.close()
             self._store = None
-
-    def __enter__(self) -> WebServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
