@@ -357,3 +357,24 @@ def test_the_web_package_imports_no_collector_and_the_daemon_no_flask():
         n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module
     }
     assert not {m for m in top if m.startswith(("flask", "kiosk.web"))}, top
+
+
+def test_a_request_flood_is_closed_on_accept_and_web_threads_run_nicer(store, db_path, monkeypatch):
+    monkeypatch.setattr(web_server, "REQUESTS_PER_S", 5.0)
+    monkeypatch.setattr(web_server, "REQUESTS_BURST", 10)
+    with make_server(db_path) as server:
+        answered = 0
+        for _ in range(40):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+                s.sendall(b"GET /nope HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                try:
+                    answered += s.recv(20).startswith(b"HTTP/1.0 404")
+                except ConnectionResetError:
+                    pass
+        assert 10 <= answered < 20, answered  # the burst, and what refilled meanwhile
+        time.sleep(0.5)
+        assert get(server, "/api/health")[0] == 200
+        assert server._thread is not None and server._thread.native_id is not None
+        stat = open(f"/proc/self/task/{server._thread.native_id}/stat").read()
+        nice = int(stat.rsplit(")", 1)[1].split()[16])
+        assert nice >= os.getpriority(os.PRIO_PROCESS, 0) + web_server.WEB_NICENESS or nice == 19

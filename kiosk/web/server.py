@@ -11,6 +11,7 @@ through their own read-only Store, so no page query can write or hold the writer
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from kiosk.config import ConfigError, WebConfig, read_secret
 from kiosk.health import Health
 from kiosk.httplisten import BoundedConnections, CappedRequest
 from kiosk.lifecycle import Part
+from kiosk.limits import LogEvery, TokenBucket
 from kiosk.store import Store
 from kiosk.web.auth import Guard, is_loopback
 from kiosk.web.live import LiveView
@@ -33,6 +35,12 @@ log = logging.getLogger("kioskd")
 MAX_CONNECTIONS = 16
 # The first chart loads matplotlib (1-2 s here, longer on a Pi 4).
 MAX_REQUEST_S = 15.0
+# A page load is about 7 requests, a live viewer 10 a second, Today and Health one every few
+# seconds: two viewers of everything fit.
+REQUESTS_PER_S, REQUESTS_BURST = 40.0, 80
+# The web threads run this much nicer than the frame loop: the kernel gives the core to the
+# frame loop first when both want it.
+WEB_NICENESS = 10
 
 
 class _Handler(CappedRequest, WSGIRequestHandler):
@@ -41,10 +49,25 @@ class _Handler(CappedRequest, WSGIRequestHandler):
 
 
 class _Server(BoundedConnections, ThreadingMixIn, WSGIServer):
+    """At most REQUESTS_PER_S on average: a flood is closed on accept, which costs the daemon
+    far less than answering it (measured in docs/web.md)."""
+
     name = "web"
     daemon_threads = True
     max_connections = MAX_CONNECTIONS
     max_request_s = MAX_REQUEST_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._rate = TokenBucket(REQUESTS_PER_S, REQUESTS_BURST)
+        self._flood = LogEvery(log, logging.WARNING)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._rate.take():
+            self._flood("web: more than %g requests a second; refusing some", REQUESTS_PER_S)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
 
 
 def _bind(host: str, port: int, app: Any) -> _Server:
@@ -52,6 +75,18 @@ def _bind(host: str, port: int, app: Any) -> _Server:
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     return make_server(host, port, app, Server, handler_class=_Handler)
+
+
+def _serve(server: _Server) -> None:
+    """The accept loop, at a lower priority that every connection's thread inherits (Linux
+    gives each thread its own nice value)."""
+    tid = threading.get_native_id()
+    try:
+        nice = min(19, os.getpriority(os.PRIO_PROCESS, tid) + WEB_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except OSError as exc:
+        log.debug("web: cannot lower the web threads' priority: %s", exc)
+    server.serve_forever()
 
 
 def web_password(cfg: WebConfig) -> str | None:
@@ -127,7 +162,9 @@ class WebServer(Part):
             self._store = None
             raise
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+        self._thread = threading.Thread(
+            target=_serve, args=(self._server,), name="web", daemon=True
+        )
         self._thread.start()
         login = "with a password" if self.password else "no password: this board only"
         live = ", live view on" if self.live is not None else ""
