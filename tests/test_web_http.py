@@ -359,7 +359,7 @@ def test_the_web_package_imports_no_collector_and_the_daemon_no_flask():
     assert not {m for m in top if m.startswith(("flask", "kiosk.web"))}, top
 
 
-def test_a_request_flood_is_closed_on_accept_and_web_threads_run_nicer(store, db_path, monkeypatch):
+def test_a_request_flood_is_closed_on_accept(store, db_path, monkeypatch):
     monkeypatch.setattr(web_server, "REQUESTS_PER_S", 5.0)
     monkeypatch.setattr(web_server, "REQUESTS_BURST", 10)
     with make_server(db_path) as server:
@@ -371,10 +371,7 @@ def test_a_request_flood_is_closed_on_accept_and_web_threads_run_nicer(store, db
                     answered += s.recv(20).startswith(b"HTTP/1.0 404")
                 except ConnectionResetError:
                     pass
-        assert 10 <= answered < 20, answered  # the burst, and what refilled meanwhile
+        # The burst, and what refilled meanwhile (each refusal pauses the accept loop 50 ms).
+        assert 10 <= answered < 30, answered
         time.sleep(0.5)
         assert get(server, "/api/health")[0] == 200
-        assert server._thread is not None and server._thread.native_id is not None
-        stat = open(f"/proc/self/task/{server._thread.native_id}/stat").read()
-        nice = int(stat.rsplit(")", 1)[1].split()[16])
-        assert nice >= os.getpriority(os.PRIO_PROCESS, 0) + web_server.WEB_NICENESS or nice == 19

@@ -11,9 +11,9 @@ through their own read-only Store, so no page query can write or hold the writer
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from socketserver import ThreadingMixIn
 from typing import Any, Self
@@ -36,11 +36,13 @@ MAX_CONNECTIONS = 16
 # The first chart loads matplotlib (1-2 s here, longer on a Pi 4).
 MAX_REQUEST_S = 15.0
 # A page load is about 7 requests, a live viewer 10 a second, Today and Health one every few
-# seconds: two viewers of everything fit.
-REQUESTS_PER_S, REQUESTS_BURST = 40.0, 80
-# The web threads run this much nicer than the frame loop: the kernel gives the core to the
-# frame loop first when both want it.
-WEB_NICENESS = 10
+# seconds: one live viewer and page loads beside it fit.
+REQUESTS_PER_S, REQUESTS_BURST = 25.0, 50
+# After refusing one, the accept loop pauses this long: a client that reconnects as fast as it
+# is closed would otherwise keep it spinning (45 % of a core here); meanwhile the kernel's
+# backlog holds or drops new connections at no cost to kioskd. Web threads are not made nicer
+# than the frame loop: one holding the GIL while the kernel keeps it waiting stalls the loop.
+REFUSED_PAUSE_S = 0.05
 
 
 class _Handler(CappedRequest, WSGIRequestHandler):
@@ -66,6 +68,7 @@ class _Server(BoundedConnections, ThreadingMixIn, WSGIServer):
         if not self._rate.take():
             self._flood("web: more than %g requests a second; refusing some", REQUESTS_PER_S)
             self.shutdown_request(request)
+            time.sleep(REFUSED_PAUSE_S)
             return
         super().process_request(request, client_address)
 
@@ -75,18 +78,6 @@ def _bind(host: str, port: int, app: Any) -> _Server:
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     return make_server(host, port, app, Server, handler_class=_Handler)
-
-
-def _serve(server: _Server) -> None:
-    """The accept loop, at a lower priority that every connection's thread inherits (Linux
-    gives each thread its own nice value)."""
-    tid = threading.get_native_id()
-    try:
-        nice = min(19, os.getpriority(os.PRIO_PROCESS, tid) + WEB_NICENESS)
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
-    except OSError as exc:
-        log.debug("web: cannot lower the web threads' priority: %s", exc)
-    server.serve_forever()
 
 
 def web_password(cfg: WebConfig) -> str | None:
@@ -162,9 +153,7 @@ class WebServer(Part):
             self._store = None
             raise
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=_serve, args=(self._server,), name="web", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
         self._thread.start()
         login = "with a password" if self.password else "no password: this board only"
         live = ", live view on" if self.live is not None else ""
