@@ -168,7 +168,7 @@ def start_metrics_server(
         from prometheus_client.exposition import ThreadingWSGIServer
     except ImportError as exc:
         raise MetricsUnavailable(
-            "metrics.enabled needs prometheus-client: pip install 'kiosk[metrics]'"
+            "metrics.enabled needs prometheus-client: pip install 'kioskd[metrics]'"
         ) from exc
 
     class Server(BoundedConnections, ThreadingWSGIServer):
