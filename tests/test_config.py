@@ -70,6 +70,13 @@ def test_file_problems(tmp_path):
     bomb.write_text('a: &a ["x","x"]\nb: &b [*a,*a]\nc: [*b,*b]\n')
     with pytest.raises(ConfigError, match="aliases are not allowed"):
         load_config(bomb)
+    # Past libyaml's own limit (1000 levels in PyYAML 6.0.4's), so kiosk's guard must speak
+    # first whichever PyYAML is installed.
+    for open_, close in ("[]", "{}"):
+        deep = tmp_path / "deep.yaml"
+        deep.write_text(f"camera: {open_ * 2000}{close * 2000}\n")
+        with pytest.raises(ConfigError, match="nested deeper than 16 levels"):
+            load_config(deep)
     broken = tmp_path / "broken.yaml"
     broken.write_text("camera: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML at line"):
