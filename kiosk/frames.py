@@ -157,6 +157,15 @@ class CameraSource:
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return cap
 
+    def _missing_device(self) -> str:
+        """Why a camera device node is not there, said once in kiosk's words (OpenCV would
+        print raw warnings on every retry instead)."""
+        target = self.target
+        path = f"/dev/video{target}" if isinstance(target, int) else target
+        if path.startswith("/dev/") and not os.path.exists(path):
+            return f"{path}: no such device (`kioskd cameras` lists the cameras here)"
+        return ""
+
     def start(self) -> CameraSource:
         """Start reading. A file must open and give a frame now (it will not get better by
         retrying); a camera or stream is retried in the background."""
@@ -205,10 +214,12 @@ class CameraSource:
         try:
             while self._current(generation):
                 if cap is None:
-                    cap = self._open()
+                    missing = self._missing_device()
+                    cap = None if missing else self._open()
                     if cap is None:
                         delay = self.backoff.delay()
-                        self._set_state("reconnecting", f"cannot open; retry in {delay:.1f} s")
+                        why = missing or "cannot open"
+                        self._set_state("reconnecting", f"{why}; retry in {delay:.1f} s")
                         self._stop.wait(delay)
                         continue
                     file_fps = 0.0 if self.live else cap.get(cv2.CAP_PROP_FPS) or self.fps

@@ -267,7 +267,11 @@ class Daemon:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="kioskd", description="kiosk store-entrance daemon")
+    ap = argparse.ArgumentParser(
+        prog="kioskd",
+        description="kiosk store-entrance daemon. First time at a door: `kioskd cameras` lists "
+        "the cameras, `kioskd setup` writes the config.",
+    )
     ap.add_argument("--config", required=True, help="YAML config file")
     ap.add_argument("--check-config", action="store_true", help="validate the config and exit")
     ap.add_argument("--max-frames", type=int, help="stop after this many frames")
@@ -277,6 +281,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["setup"], ["cameras"]):
+        from kiosk.setup import main as setup_main  # no models or database to load for these
+
+        return setup_main(argv)
     # Until the daemon's handlers are in place (models, database, camera take seconds), a
     # reload or a stray USR2 must not kill it; they are handled from READY on.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
