@@ -2,7 +2,8 @@
 
 Subcommands: ``daily`` and ``range`` (visitors per age group x gender per day or local hour,
 then the failed and unmeasured temperature checks), ``export`` (one row per visit),
-``chart`` (a PNG bar chart of a day; needs the optional ``chart`` extra) and ``purge``
+``chart`` (a PNG bar chart of a day; needs the optional ``chart`` extra), ``nightly`` (the
+timer's: a day's files into ``report.folder`` and by e-mail, kiosk/deliver.py) and ``purge``
 (retention). Reports open the database read-only, so they run beside a writing daemon (WAL).
 
 Exit codes: 0 ok, 2 bad input (arguments, config, timezone, database), 1 anything else.
@@ -29,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
-from kiosk.config import MAX_RETENTION_DAYS, ConfigError, load_config
+from kiosk.config import MAX_RETENTION_DAYS, ConfigError, ReportConfig, load_config
 from kiosk.labels import AGE_GROUPS, GENDERS
 from kiosk.logsetup import redact_url
 from kiosk.store import Store, StoreError, sqlite_path, url_problem
@@ -100,6 +101,8 @@ class Source:
     tz: ZoneInfo
     device_id: str | None
     retention_days: int | None
+    report: ReportConfig | None = None  # the config's report section (nightly)
+    report_folder: Path | None = None
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
@@ -334,7 +337,7 @@ def render_chart(rows: list[CountRow], day: date, device_id: str | None, out: IO
         from matplotlib.figure import Figure
     except ImportError:
         raise InputError(
-            "chart needs matplotlib, the optional 'chart' extra: pip install 'kiosk[chart]'"
+            "chart needs matplotlib, the optional 'chart' extra: pip install 'kioskd[chart]'"
         ) from None
     counts = {(r.age_group, r.gender): r.visitors for r in rows}
     checks = {r.age_group: r.visitors for r in rows if r.gender is None}
@@ -420,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", action="store_true", help="add temperature_c (health data)")
     c = sub.add_parser("chart", parents=[common], help="PNG bar chart of a day (matplotlib)")
     c.add_argument("--date", type=parse_day, help="YYYY-MM-DD, local (default: yesterday)")
+    n = sub.add_parser(
+        "nightly",
+        parents=[common],
+        help="yesterday's CSV, chart and summary into report.folder, e-mailed to report.email",
+    )
+    n.add_argument("--date", type=parse_day, help="YYYY-MM-DD, local (default: yesterday)")
     g = sub.add_parser("purge", parents=[common], help="delete old visits and checks")
     g.add_argument(
         "--older-than",
@@ -453,7 +462,9 @@ def resolve_source(args: argparse.Namespace) -> Source:
             f"unknown timezone {zone!r} (use an IANA name like Europe/Berlin)"
         ) from None
     device = None if args.all_devices else (args.device or (cfg.device_id if cfg else None))
-    return Source(url, tz, device, cfg.store.retention_days if cfg else None)
+    if cfg is None:
+        return Source(url, tz, device, None)
+    return Source(url, tz, device, cfg.store.retention_days, cfg.report, cfg.report_folder)
 
 
 def open_store(url: str, read_only: bool = True) -> Store:
@@ -531,6 +542,8 @@ def run(args: argparse.Namespace) -> int:
 
     store = open_store(source.url)
     try:
+        if args.command == "nightly":
+            return run_nightly(store, source, args.date or yesterday(source.tz))
         if args.command in ("daily", "chart"):
             first = last = args.date or yesterday(source.tz)
         else:
@@ -564,6 +577,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         store.close()
+
+
+def run_nightly(store: Store, source: Source, day: date) -> int:
+    from kiosk.deliver import nightly
+
+    if source.report is None or source.report_folder is None:
+        raise InputError("nightly needs --config (its report section says where files go)")
+    code = nightly(store, day, source.tz, source.device_id, source.report, source.report_folder)
+    warn_unsynced(store, day, day, source.tz, source.device_id)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -379,7 +379,7 @@ def test_chart_without_matplotlib_says_how_to_install(db, tmp_path, monkeypatch,
     assert (
         run_report("chart", "--db", str(path), "--tz", "UTC", "--date", "2026-08-01", out=out) == 2
     )
-    assert "pip install 'kiosk[chart]'" in capsys.readouterr().err
+    assert "pip install 'kioskd[chart]'" in capsys.readouterr().err
     assert not out.exists()
 
 

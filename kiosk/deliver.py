@@ -1,0 +1,216 @@
+"""`kiosk-report nightly`: yesterday's report where the store manager will see it.
+
+Writes the day's CSV, a PNG chart and a one-page HTML summary into ``report.folder`` (a share
+the store mounts, or ``<state_dir>/reports``), then, when ``report.email.to`` is set, e-mails
+them through SMTP with the standard library. The SMTP password comes from an environment
+variable, a file or the systemd credential ``smtp_password``, and is registered with the log
+scrubber before it is used, so no error message can carry it. The files are written before
+any e-mail is tried: a mail server that is down loses nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import smtplib
+import socket
+import ssl
+import sys
+from dataclasses import dataclass
+from datetime import date
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from kiosk.config import EmailConfig, ReportConfig, read_secret
+from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.logsetup import scrub
+
+
+class DeliveryError(Exception):
+    """The files were written, but the e-mail did not go out."""
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    """The day in a few numbers, for the subject line and the summary page."""
+
+    day: date
+    device_id: str | None
+    visitors: int
+    by_gender: dict[str, int]
+    by_age: dict[str, int]
+    failed_checks: int
+    unmeasured_checks: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    name: str
+    data: bytes
+    mime: str  # "text/csv"
+
+
+def file_names(day: date, device_id: str | None) -> dict[str, str]:
+    """Names in the folder; the device id is in them, so doors can share one folder."""
+    tail = f"{day.isoformat()}-{device_id}" if device_id else day.isoformat()
+    return {
+        "csv": f"daily-{tail}.csv",
+        "chart": f"chart-{tail}.png",
+        "html": f"summary-{tail}.html",
+    }
+
+
+def subject(t: DayTotals) -> str:
+    where = f" at {t.device_id}" if t.device_id else ""
+    return f"Visitors{where} on {t.day:%a %Y-%m-%d}: {t.visitors}"
+
+
+def summary_html(t: DayTotals, chart_src: str | None) -> str:
+    """One page: the chart and the totals. `chart_src` is a data: URI (file) or cid: (mail)."""
+    e = html.escape
+    rows = [("visitors", t.visitors)] + [(g, t.by_gender[g]) for g in GENDERS]
+    rows += [(f"age {a}", t.by_age[a]) for a in AGE_GROUPS]
+    rows += [("failed temperature checks", t.failed_checks)]
+    rows += [("unmeasured temperature checks", t.unmeasured_checks)]
+    cells = "".join(f"<tr><td>{e(k)}</td><td align=right>{v}</td></tr>" for k, v in rows)
+    img = f'<p><img src="{e(chart_src)}" alt="visitors by age group and gender"></p>'
+    return (
+        f"<!doctype html><meta charset=utf-8><title>{e(subject(t))}</title>"
+        f"<body style='font-family:sans-serif'><h1>{e(subject(t))}</h1>"
+        f"{img if chart_src else ''}<table>{cells}</table>"
+        "<p>Age groups are the model's estimate, in the 8 groups of docs/report.md; "
+        "checks are visitors whose temperature check failed or could not be measured, "
+        "and are not counted as visitors.</p></body>\n"
+    )
+
+
+def summary_text(t: DayTotals, names: list[str], folder: Path) -> str:
+    genders = ", ".join(f"{g} {t.by_gender[g]}" for g in GENDERS)
+    ages = ", ".join(f"{a}: {t.by_age[a]}" for a in AGE_GROUPS)
+    return (
+        f"{subject(t)}\n\n{genders}\nage groups (years) {ages}\n"
+        f"temperature checks failed {t.failed_checks}, unmeasured {t.unmeasured_checks}\n\n"
+        f"Attached: {', '.join(names)} (also in {folder}).\n"
+    )
+
+
+def build_message(
+    cfg: EmailConfig, t: DayTotals, files: list[Attachment], folder: Path
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = subject(t)
+    msg["From"] = cfg.sender or cfg.username
+    msg["To"] = ", ".join(cfg.to)
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid(domain=socket.gethostname() or "kiosk")
+    msg.set_content(summary_text(t, [f.name for f in files], folder))
+    chart = next((f for f in files if f.mime == "image/png"), None)
+    cid = make_msgid()
+    msg.add_alternative(summary_html(t, f"cid:{cid[1:-1]}" if chart else None), subtype="html")
+    if chart:
+        msg.get_payload()[1].add_related(chart.data, "image", "png", cid=cid)
+    for f in files:
+        maintype, subtype = f.mime.split("/")
+        msg.add_attachment(f.data, maintype=maintype, subtype=subtype, filename=f.name)
+    return msg
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def read_password(cfg: EmailConfig) -> str | None:
+    return read_secret(
+        cfg.password_env, cfg.password_file, "smtp_password", "report.email.password_file"
+    )
+
+
+def send(cfg: EmailConfig, password: str | None, msg: EmailMessage) -> None:
+    """One SMTP session: TLS as configured, login when a username is set, the message."""
+    context = ssl.create_default_context(cafile=cfg.ca_file or None)
+    where = f"{cfg.smtp_host}:{cfg.smtp_port}"
+    try:
+        if cfg.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s, context=context
+            )
+        else:
+            smtp = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s)
+        with smtp:
+            if cfg.security == "starttls":
+                smtp.starttls(context=context)
+            if cfg.username:
+                smtp.login(cfg.username, password or "")
+            refused = smtp.send_message(msg)
+    except smtplib.SMTPAuthenticationError as exc:
+        raise DeliveryError(
+            f"{where} refused the login of {cfg.username!r} ({exc.smtp_code}); check the "
+            f"password from ${cfg.password_env or '-'}, report.email.password_file or the "
+            "smtp_password credential"
+        ) from None
+    except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
+        hint = ""
+        if isinstance(exc, PermissionError | ConnectionRefusedError) or "not permitted" in str(exc):
+            hint = " (under systemd: IPAddressAllow= in kiosk-report.service, docs/report.md)"
+        raise DeliveryError(f"cannot send through {where}: {scrub(str(exc))}{hint}") from None
+    if refused:
+        raise DeliveryError(f"{where} refused these recipients: {', '.join(refused)}")
+
+
+def totals(rows: list, day: date, device_id: str | None) -> DayTotals:
+    """From `report.count_rows` of one day: visitor rows carry a gender, check rows none."""
+    visits = [r for r in rows if r.gender is not None]
+    checks = {r.age_group: r.visitors for r in rows if r.gender is None}
+    return DayTotals(
+        day,
+        device_id,
+        sum(r.visitors for r in visits),
+        {g: sum(r.visitors for r in visits if r.gender == g) for g in GENDERS},
+        {a: sum(r.visitors for r in visits if r.age_group == a) for a in AGE_GROUPS},
+        checks.get("failed_check", 0),
+        checks.get("unmeasured_check", 0),
+    )
+
+
+def nightly(
+    store, day: date, tz, device_id: str | None, cfg: ReportConfig, folder: Path
+) -> int:  # fmt: skip
+    """Write the day's files into `folder`, then e-mail them; 0 when all of it worked."""
+    from kiosk import report  # report's CLI imports this module for its `nightly` command
+
+    rows = list(report.count_rows(store, [day], tz, "day", device_id))
+    names = file_names(day, device_id)
+    text = io.StringIO()
+    report.write_table(text, *report.count_records(rows, "day"), "csv")
+    files = [Attachment(names["csv"], text.getvalue().encode("utf-8"), "text/csv")]
+    code = 0
+    if cfg.chart:
+        png = io.BytesIO()
+        try:
+            report.render_chart(rows, day, device_id, png)
+            files.append(Attachment(names["chart"], png.getvalue(), "image/png"))
+        except report.InputError as exc:
+            say(f"error: no chart: {exc}")
+            code = 1
+    t = totals(rows, day, device_id)
+    chart = next((f.data for f in files if f.mime == "image/png"), None)
+    page = summary_html(t, data_uri(chart) if chart else None).encode("utf-8")
+    for f in [*files, Attachment(names["html"], page, "text/html")]:
+        with report.open_output(str(folder / f.name), binary=True) as out:
+            out.write(f.data)
+    print(f"kiosk-report: wrote {', '.join(n for n in names.values())} into {folder}")
+    if not cfg.email.to:
+        return code
+    try:
+        send(cfg.email, read_password(cfg.email), build_message(cfg.email, t, files, folder))
+    except DeliveryError as exc:
+        say(f"error: e-mail not sent: {exc}")
+        return 1
+    print(f"kiosk-report: e-mailed them to {', '.join(cfg.email.to)}")
+    return code
+
+
+def say(text: str) -> None:
+    print(f"kiosk-report: {text}", file=sys.stderr)
