@@ -199,7 +199,8 @@ def list_cameras(sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev")) -
     for node in sorted(nodes, key=lambda p: _node_number(p.name)):
         device = str(dev_root / node.name)
         name = (node / "name").read_text().strip() if (node / "name").is_file() else node.name
-        bus, formats, problem, capture = "", (), "", True
+        formats: tuple[Format, ...] = ()
+        bus, problem, capture = "", "", True
         try:
             fd = os.open(device, os.O_RDWR | os.O_NONBLOCK)
         except OSError as exc:

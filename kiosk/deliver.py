@@ -75,11 +75,12 @@ def summary_html(t: DayTotals, chart_src: str | None) -> str:
     rows += [("failed temperature checks", t.failed_checks)]
     rows += [("unmeasured temperature checks", t.unmeasured_checks)]
     cells = "".join(f"<tr><td>{e(k)}</td><td align=right>{v}</td></tr>" for k, v in rows)
-    img = f'<p><img src="{e(chart_src)}" alt="visitors by age group and gender"></p>'
+    alt = "visitors by age group and gender"
+    img = f'<p><img src="{e(chart_src)}" alt="{alt}"></p>' if chart_src else ""
     return (
         f"<!doctype html><meta charset=utf-8><title>{e(subject(t))}</title>"
         f"<body style='font-family:sans-serif'><h1>{e(subject(t))}</h1>"
-        f"{img if chart_src else ''}<table>{cells}</table>"
+        f"{img}<table>{cells}</table>"
         "<p>Age groups are the model's estimate, in the 8 groups of docs/report.md; "
         "checks are visitors whose temperature check failed or could not be measured, "
         "and are not counted as visitors.</p></body>\n"
@@ -109,8 +110,9 @@ def build_message(
     chart = next((f for f in files if f.mime == "image/png"), None)
     cid = make_msgid()
     msg.add_alternative(summary_html(t, f"cid:{cid[1:-1]}" if chart else None), subtype="html")
-    if chart:
-        msg.get_payload()[1].add_related(chart.data, "image", "png", cid=cid)
+    page = msg.get_body(("html",))
+    if chart and page is not None:
+        page.add_related(chart.data, "image", "png", cid=cid)
     for f in files:
         maintype, subtype = f.mime.split("/")
         msg.add_attachment(f.data, maintype=maintype, subtype=subtype, filename=f.name)

@@ -20,19 +20,21 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
 from kiosk.config import MAX_RETENTION_DAYS, ConfigError, ReportConfig, load_config
+from kiosk.days import day_bucket, days_between, days_bounds, hour_buckets
 from kiosk.labels import AGE_GROUPS, GENDERS
 from kiosk.logsetup import redact_url
+from kiosk.retention import apply_retention, retention_cutoff
 from kiosk.store import Store, StoreError, sqlite_path, url_problem
 from kiosk.visit import Visit
 
@@ -61,7 +63,6 @@ EXPORT_COLUMNS = (
     "model_version",
     "clock_synced",
 )
-_QUARTER = timedelta(minutes=15)  # every real UTC offset is a multiple of 15 minutes
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # Dates a report accepts: a local day there and its neighbours convert to UTC in any zone.
@@ -70,18 +71,12 @@ FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 30)
 MAX_RANGE_DAYS = 3700
 
 
+# Table rows, produced lazily; closing the generator ends its query.
+Records = Generator[tuple, None, None]
+
+
 class InputError(Exception):
     """Something the user can fix: a bad argument, config, timezone or database."""
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """One reported period: a local day, or one local hour of it, as a UTC interval."""
-
-    day: date
-    hour: str | None  # local start "HH:MM+HH:MM" (offset included: a DST day repeats one)
-    start: datetime  # UTC, inclusive
-    end: datetime  # UTC, exclusive
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,40 +98,6 @@ class Source:
     retention_days: int | None
     report: ReportConfig | None = None  # the config's report section (nightly)
     report_folder: Path | None = None
-
-
-def local_midnight(day: date, tz: ZoneInfo) -> datetime:
-    """The first instant of a local day, in UTC (a midnight inside a DST gap maps to the
-    end of the gap, an ambiguous one to its first occurrence)."""
-    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
-
-
-def day_bucket(day: date, tz: ZoneInfo) -> Bucket:
-    return Bucket(day, None, local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz))
-
-
-def hour_buckets(day: date, tz: ZoneInfo) -> list[Bucket]:
-    """The local hours of a day: 24, or 23/25 on a DST change day (a repeated hour is told
-    apart by its UTC offset)."""
-    whole = day_bucket(day, tz)
-    buckets: list[Bucket] = []
-    key = label = start = None
-    t = whole.start
-    while t < whole.end:
-        local = t.astimezone(tz)
-        here = (local.hour, local.utcoffset())
-        if here != key:
-            if start is not None:
-                buckets.append(Bucket(day, label, start, t))
-            key, start, label = here, t, local.isoformat(timespec="minutes")[11:]
-        t += _QUARTER
-    buckets.append(Bucket(day, label, start, whole.end))
-    return buckets
-
-
-def days_between(first: date, last: date) -> Iterator[date]:
-    for n in range((last - first).days + 1):
-        yield first + timedelta(days=n)
 
 
 def count_rows(
@@ -162,48 +123,13 @@ def count_rows(
                 yield CountRow(day, b.hour, label, None, checks.get((i, status), 0))
 
 
-def retention_cutoff(
-    days: int, tz: ZoneInfo | None = None, now: datetime | None = None
-) -> datetime:
-    """Start of the oldest kept local day: today and the `days` full days before it stay."""
-    tz = tz or ZoneInfo("UTC")
-    today = (now or datetime.now(UTC)).astimezone(tz).date()
-    return local_midnight(today - timedelta(days=days), tz)
-
-
-def apply_retention(
-    store: Store,
-    days: int,
-    tz: ZoneInfo | None = None,
-    now: datetime | None = None,
-    device_id: str | None = None,
-    dry_run: bool = False,
-) -> tuple[int, int]:
-    """Delete visits and checks older than `days` local days, of one device or all; returns
-    (visits, checks). `dry_run` counts them and deletes nothing.
-
-    Deletes one day per transaction so a writing daemon never waits long for the lock.
-    The daemon calls this once a day with config.store.retention_days."""
-    if not 1 <= days <= MAX_RETENTION_DAYS:
-        raise ValueError(f"retention must be 1 to {MAX_RETENTION_DAYS} days, got {days}")
-    cutoff = retention_cutoff(days, tz, now)
-    if dry_run:
-        return store.count_older(cutoff, device_id)
-    visits = checks = 0
-    while (oldest := store.oldest_record_at(device_id)) is not None and oldest < cutoff:
-        # skips empty stretches
-        v, c = store.purge(min(oldest + timedelta(days=1), cutoff), device_id)
-        visits, checks = visits + v, checks + c
-    return visits, checks
-
-
 # ---- rendering -------------------------------------------------------------------------
 
 
-def count_records(rows: Iterable[CountRow], by: str) -> tuple[tuple[str, ...], Iterator[tuple]]:
+def count_records(rows: Iterable[CountRow], by: str) -> tuple[tuple[str, ...], Records]:
     columns = HOUR_COLUMNS if by == "hour" else COUNT_COLUMNS
 
-    def records() -> Iterator[tuple]:
+    def records() -> Records:
         for r in rows:
             head = (r.day.isoformat(), r.hour) if by == "hour" else (r.day.isoformat(),)
             yield (*head, r.age_group, r.gender, r.visitors)
@@ -217,10 +143,10 @@ def _utc_text(t: datetime) -> str:
 
 def export_records(
     visits: Iterable[Visit], tz: ZoneInfo, temperature: bool
-) -> tuple[tuple[str, ...], Iterator[tuple]]:
+) -> tuple[tuple[str, ...], Records]:
     columns = EXPORT_COLUMNS + (("temperature_c",) if temperature else ())
 
-    def records() -> Iterator[tuple]:
+    def records() -> Records:
         try:
             yield from (_export_row(v, tz, temperature) for v in visits)
         finally:  # a query's generator ends its session now, not at garbage collection
@@ -249,7 +175,7 @@ def _export_row(v: Visit, tz: ZoneInfo, temperature: bool) -> tuple:
     return (*row, v.temperature_c) if temperature else row
 
 
-def write_table(out: TextIO, columns: tuple[str, ...], records: Iterable[tuple], fmt: str) -> None:
+def write_table(out: IO[str], columns: tuple[str, ...], records: Iterable[tuple], fmt: str) -> None:
     """RFC 4180 CSV (CRLF, header row; None as an empty field) or a JSON array of objects."""
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\r\n")
@@ -278,14 +204,14 @@ def open_output(path: str | None, binary: bool = False) -> Iterator[IO]:
     if path is None:
         if binary:
             raise InputError("this subcommand needs --out FILE")
-        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+        stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
         try:
-            yield out
+            yield stdout
         finally:
             try:
-                out.flush()
+                stdout.flush()
             finally:
-                out.detach()
+                stdout.detach()
         return
     target = Path(path).resolve()
     try:
@@ -297,14 +223,16 @@ def open_output(path: str | None, binary: bool = False) -> Iterator[IO]:
     if mode is not None and stat.S_ISDIR(mode):
         raise InputError(f"--out {path} is a directory; give a file name")
     if mode is not None and not stat.S_ISREG(mode):
-        with open(target, "wb" if binary else "w", **({} if binary else _TEXT)) as out:
+        with _open_for_write(target, binary) as out:
             yield out
         return
     with _replaced(target, mode, binary) as out:
         yield out
 
 
-_TEXT = {"encoding": "utf-8", "newline": ""}
+def _open_for_write(file: Path | int, binary: bool) -> IO:
+    """Bytes, or UTF-8 text with the newlines as written (CSV's CRLF)."""
+    return open(file, "wb") if binary else open(file, "w", encoding="utf-8", newline="")
 
 
 @contextmanager
@@ -317,7 +245,7 @@ def _replaced(target: Path, mode: int | None, binary: bool) -> Iterator[IO]:
     except OSError as exc:
         raise InputError(f"--out {target}: {exc.strerror}") from None
     try:
-        with open(fd, "wb" if binary else "w", **({} if binary else _TEXT)) as out:
+        with _open_for_write(fd, binary) as out:
             yield out
         if mode is None:
             umask = os.umask(0)
@@ -506,7 +434,7 @@ def warn_unsynced(
     """Say on stderr when the period holds visits stamped before the clock was synchronised
     (a board without a real-time clock that never reached NTP): the numbers stay, the reader
     learns which of them may sit on the wrong day or hour."""
-    start, end = local_midnight(first, tz), local_midnight(last + timedelta(1), tz)
+    start, end = days_bounds(first, last, tz)
     n = store.unsynced_visit_count(start, end, device_id)
     if n:
         print(
@@ -558,17 +486,14 @@ def run(args: argparse.Namespace) -> int:
                 render_chart(rows, first, source.device_id, out)
             return EXIT_OK
         if args.command == "export":
-            start, end = (
-                local_midnight(first, source.tz),
-                local_midnight(last + timedelta(1), source.tz),
-            )
-            visits = store.iter_visits(start, end, source.device_id)
-            columns, records = export_records(visits, source.tz, args.temperature)
+            start, end = days_bounds(first, last, source.tz)
+            in_period = store.iter_visits(start, end, source.device_id)
+            columns, records = export_records(in_period, source.tz, args.temperature)
         else:
-            rows = count_rows(
+            periods = count_rows(
                 store, days_between(first, last), source.tz, args.by, source.device_id
             )
-            columns, records = count_records(rows, args.by)
+            columns, records = count_records(periods, args.by)
         # closing: a reader that leaves early (`| head`) must not leave a query open behind
         # the store's close, to fail later at garbage collection.
         with closing(records), open_output(out_path(args.out, first, last)) as out:

@@ -17,10 +17,14 @@ import pytest
 
 from kiosk.config import ConfigError, MqttConfig, parse_config
 from kiosk.counters import Counters
+from kiosk.days import today
+from kiosk.daystats import day_stats
+from kiosk.discovery import discovery_configs
 from kiosk.labels import AGE_GROUPS
-from kiosk.mqtt import Publisher, discovery_configs, local_day_bounds, stats_payload
+from kiosk.mqtt import Publisher
 from kiosk.store import Store
 from kiosk.visit import Check, Visit
+from kiosk.wire import stats_payload
 from tests.broker import Broker, Subscriber, add_user, make_tls_files, needs_mosquitto, wait_until
 
 DEV = "kiosk-test_1"
@@ -74,7 +78,7 @@ def publishers():
     started: list[Publisher] = []
     yield started
     for p in started:
-        p.stop(timeout=2)
+        p.close(timeout=2)
 
 
 def run_publisher(publishers, cfg, store, tz="UTC", counters=None) -> Publisher:
@@ -104,7 +108,7 @@ def test_stats_count_the_local_day(store):
         Check(device_id=DEV, at=late - timedelta(hours=2), status="fail", temperature_c=38.0)
     )
     now = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-    s = stats_payload(store, DEV, berlin, Counters(), now=now)
+    s = stats_payload(day_stats(store, DEV, berlin, Counters(), now=now))
     assert s["date"] == "2026-11-28"
     assert s["visitors"] == 2
     assert s["gender"] == {"female": 1, "male": 1}
@@ -113,12 +117,13 @@ def test_stats_count_the_local_day(store):
     assert (s["failed_checks"], s["unmeasured_checks"]) == (1, 1)
     assert s["last_visit"]["gender"] == "male" and ISO_Z.match(s["last_visit"]["at"])
     # In UTC the same instant counts the 28th UTC only.
-    assert stats_payload(store, DEV, ZoneInfo("UTC"), None, now=now)["visitors"] == 1
+    assert stats_payload(day_stats(store, DEV, ZoneInfo("UTC"), None, now=now))["visitors"] == 1
 
 
 def test_local_day_is_dst_safe():
     tz = ZoneInfo("Europe/Berlin")
-    start, end = local_day_bounds(datetime(2026, 3, 29, 12, tzinfo=UTC), tz)
+    day = today(datetime(2026, 3, 29, 12, tzinfo=UTC), tz)
+    start, end = day.start, day.end
     assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(hours=23)
 
 
@@ -162,7 +167,7 @@ def test_disabled_publisher_does_nothing(store):
     p = Publisher(MqttConfig(enabled=False), DEV, store, ZoneInfo("UTC"))
     p.start()
     p.wake()
-    p.stop()
+    p.close()
     assert p.client is None
 
 
@@ -223,7 +228,7 @@ def test_payloads_topics_and_retained_flags(tmp_path, store, publishers):
             lambda s: sum(m.topic.startswith("homeassistant/sensor/") for m in s.messages) == 2 * n,
             3,
         )
-        p.stop()
+        p.close()
         assert sub.wait_for(lambda s: s.payloads(f"{base}/status")[-1] == "offline", 3)
         with Subscriber(broker.port, [f"{base}/status"]) as late:
             assert late.wait_for(lambda s: s.payloads(f"{base}/status") == ["offline"], 3)
@@ -265,7 +270,7 @@ def test_password_auth(tmp_path, store, publishers, monkeypatch):
         cfg = fast_cfg(broker.port, username="kiosk", password_env="", password_file=str(secret))
         p = run_publisher(publishers, cfg, store)
         assert sub.wait_for(lambda s: s.on(f"kiosk/{DEV}/visit"), 5)
-        p.stop()
+        p.close()
         # from the environment
         monkeypatch.setenv("KIOSK_MQTT_PASSWORD", "s3cret pass")
         store.add_visit(make_visit(), outbox=True)
@@ -346,8 +351,8 @@ def test_tls_checks_the_hostname_and_the_ca(tmp_path, store, publishers, caplog)
         text = "\n".join(r.getMessage() for r in caplog.records)
         assert "cannot connect to broker" in text and "certificate" in text.lower()
         assert store.outbox_depth() == 1
-        bad_host.stop()
-        bad_ca.stop()
+        bad_host.close()
+        bad_ca.close()
         # tls_insecure turns only the hostname check off.
         cfg = fast_cfg(
             broker.port, host="localhost", tls=True, ca_file=str(tls.ca), tls_insecure=True
