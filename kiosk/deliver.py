@@ -22,27 +22,18 @@ from datetime import date
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from kiosk import report
 from kiosk.config import EmailConfig, ReportConfig, read_secret
-from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.labels import AGE_GROUPS, AGE_SPANS, GENDERS
 from kiosk.logsetup import scrub
+from kiosk.periods import PeriodCounts, count_periods
+from kiosk.store import Store
 
 
 class DeliveryError(Exception):
     """The files were written, but the e-mail did not go out."""
-
-
-@dataclass(frozen=True, slots=True)
-class DayTotals:
-    """The day in a few numbers, for the subject line and the summary page."""
-
-    day: date
-    device_id: str | None
-    visitors: int
-    by_gender: dict[str, int]
-    by_age: dict[str, int]
-    failed_checks: int
-    unmeasured_checks: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,54 +53,56 @@ def file_names(day: date, device_id: str | None) -> dict[str, str]:
     }
 
 
-def subject(t: DayTotals) -> str:
-    where = f" at {t.device_id}" if t.device_id else ""
-    return f"Visitors{where} on {t.day:%a %Y-%m-%d}: {t.visitors}"
+def subject(t: PeriodCounts, device_id: str | None) -> str:
+    where = f" at {device_id}" if device_id else ""
+    return f"Visitors{where} on {t.bucket.day:%a %Y-%m-%d}: {t.total}"
 
 
-def summary_html(t: DayTotals, chart_src: str | None) -> str:
+def summary_html(t: PeriodCounts, device_id: str | None, chart_src: str | None) -> str:
     """One page: the chart and the totals. `chart_src` is a data: URI (file) or cid: (mail)."""
     e = html.escape
-    rows = [("visitors", t.visitors)] + [(g, t.by_gender[g]) for g in GENDERS]
-    rows += [(f"age {a}", t.by_age[a]) for a in AGE_GROUPS]
-    rows += [("failed temperature checks", t.failed_checks)]
-    rows += [("unmeasured temperature checks", t.unmeasured_checks)]
+    rows = [("visitors", t.total)] + [(g, t.by_gender(g)) for g in GENDERS]
+    rows += [(f"age {a} ({s})", t.by_age(a)) for a, s in zip(AGE_GROUPS, AGE_SPANS, strict=True)]
+    rows += [("failed temperature checks", t.checks["fail"])]
+    rows += [("unmeasured temperature checks", t.checks["unmeasured"])]
     cells = "".join(f"<tr><td>{e(k)}</td><td align=right>{v}</td></tr>" for k, v in rows)
     alt = "visitors by age group and gender"
     img = f'<p><img src="{e(chart_src)}" alt="{alt}"></p>' if chart_src else ""
     return (
-        f"<!doctype html><meta charset=utf-8><title>{e(subject(t))}</title>"
-        f"<body style='font-family:sans-serif'><h1>{e(subject(t))}</h1>"
+        f"<!doctype html><meta charset=utf-8><title>{e(subject(t, device_id))}</title>"
+        f"<body style='font-family:sans-serif'><h1>{e(subject(t, device_id))}</h1>"
         f"{img}<table>{cells}</table>"
-        "<p>Age groups are the model's estimate, in the 8 groups of docs/report.md; "
+        "<p>Age groups are the model's estimate; in brackets the ages each one counts. "
         "checks are visitors whose temperature check failed or could not be measured, "
         "and are not counted as visitors.</p></body>\n"
     )
 
 
-def summary_text(t: DayTotals, names: list[str], folder: Path) -> str:
-    genders = ", ".join(f"{g} {t.by_gender[g]}" for g in GENDERS)
-    ages = ", ".join(f"{a}: {t.by_age[a]}" for a in AGE_GROUPS)
+def summary_text(t: PeriodCounts, device_id: str | None, names: list[str], folder: Path) -> str:
+    genders = ", ".join(f"{g} {t.by_gender(g)}" for g in GENDERS)
+    ages = ", ".join(f"{a}: {t.by_age(a)}" for a in AGE_GROUPS)
     return (
-        f"{subject(t)}\n\n{genders}\nage groups (years) {ages}\n"
-        f"temperature checks failed {t.failed_checks}, unmeasured {t.unmeasured_checks}\n\n"
+        f"{subject(t, device_id)}\n\n{genders}\nage groups (years) {ages}\n"
+        f"temperature checks (not visitors) failed {t.checks['fail']}, "
+        f"unmeasured {t.checks['unmeasured']}\n\n"
         f"Attached: {', '.join(names)} (also in {folder}).\n"
     )
 
 
 def build_message(
-    cfg: EmailConfig, t: DayTotals, files: list[Attachment], folder: Path
+    cfg: EmailConfig, t: PeriodCounts, device_id: str | None, files: list[Attachment], folder: Path
 ) -> EmailMessage:
     msg = EmailMessage()
-    msg["Subject"] = subject(t)
+    msg["Subject"] = subject(t, device_id)
     msg["From"] = cfg.sender or cfg.username
     msg["To"] = ", ".join(cfg.to)
     msg["Date"] = formatdate(localtime=True)
     msg["Message-ID"] = make_msgid(domain=socket.gethostname() or "kiosk")
-    msg.set_content(summary_text(t, [f.name for f in files], folder))
+    msg.set_content(summary_text(t, device_id, [f.name for f in files], folder))
     chart = next((f for f in files if f.mime == "image/png"), None)
     cid = make_msgid()
-    msg.add_alternative(summary_html(t, f"cid:{cid[1:-1]}" if chart else None), subtype="html")
+    page_html = summary_html(t, device_id, f"cid:{cid[1:-1]}" if chart else None)
+    msg.add_alternative(page_html, subtype="html")
     page = msg.get_body(("html",))
     if chart and page is not None:
         page.add_related(chart.data, "image", "png", cid=cid)
@@ -161,44 +154,26 @@ def send(cfg: EmailConfig, password: str | None, msg: EmailMessage) -> None:
         raise DeliveryError(f"{where} refused these recipients: {', '.join(refused)}")
 
 
-def totals(rows: list, day: date, device_id: str | None) -> DayTotals:
-    """From `report.count_rows` of one day: visitor rows carry a gender, check rows none."""
-    visits = [r for r in rows if r.gender is not None]
-    checks = {r.age_group: r.visitors for r in rows if r.gender is None}
-    return DayTotals(
-        day,
-        device_id,
-        sum(r.visitors for r in visits),
-        {g: sum(r.visitors for r in visits if r.gender == g) for g in GENDERS},
-        {a: sum(r.visitors for r in visits if r.age_group == a) for a in AGE_GROUPS},
-        checks.get("failed_check", 0),
-        checks.get("unmeasured_check", 0),
-    )
-
-
 def nightly(
-    store, day: date, tz, device_id: str | None, cfg: ReportConfig, folder: Path
-) -> int:  # fmt: skip
+    store: Store, day: date, tz: ZoneInfo, device_id: str | None, cfg: ReportConfig, folder: Path
+) -> int:
     """Write the day's files into `folder`, then e-mail them; 0 when all of it worked."""
-    from kiosk import report  # report's CLI imports this module for its `nightly` command
-
-    rows = list(report.count_rows(store, [day], tz, "day", device_id))
+    (t,) = count_periods(store, [day], tz, "day", device_id)
     names = file_names(day, device_id)
     text = io.StringIO()
-    report.write_table(text, *report.count_records(rows, "day"), "csv")
+    report.write_table(text, report.PERIOD_COLUMNS, report.period_records([t], tz), "csv")
     files = [Attachment(names["csv"], text.getvalue().encode("utf-8"), "text/csv")]
     code = 0
     if cfg.chart:
         png = io.BytesIO()
         try:
-            report.render_chart(rows, day, device_id, png)
+            report.render_chart(t, device_id, png)
             files.append(Attachment(names["chart"], png.getvalue(), "image/png"))
         except report.InputError as exc:
             say(f"error: no chart: {exc}")
             code = 1
-    t = totals(rows, day, device_id)
     chart = next((f.data for f in files if f.mime == "image/png"), None)
-    page = summary_html(t, data_uri(chart) if chart else None).encode("utf-8")
+    page = summary_html(t, device_id, data_uri(chart) if chart else None).encode("utf-8")
     for f in [*files, Attachment(names["html"], page, "text/html")]:
         with report.open_output(str(folder / f.name), binary=True) as out:
             out.write(f.data)
@@ -206,7 +181,8 @@ def nightly(
     if not cfg.email.to:
         return code
     try:
-        send(cfg.email, read_password(cfg.email), build_message(cfg.email, t, files, folder))
+        message = build_message(cfg.email, t, device_id, files, folder)
+        send(cfg.email, read_password(cfg.email), message)
     except DeliveryError as exc:
         say(f"error: e-mail not sent: {exc}")
         return 1

@@ -83,4 +83,7 @@ def test_the_units_command_writes_yesterdays_file(tmp_path):
     written = state / "reports" / f"daily-{yesterday.isoformat()}-door-a.csv"
     with written.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["age_group"], r["gender"]): r["visitors"] for r in rows}[("8-12", "female")] == "1"
+    assert [(r["date"], r["female_8-12"]) for r in rows] == [
+        (yesterday.isoformat(), "1"),
+        ("total", "1"),
+    ]
