@@ -221,6 +221,7 @@ class Daemon:
                 else:
                     self.pipeline.tick(now, datetime.now(UTC))
                 self.recorder.poll(now)
+                self._track_health()
                 if self.hangup_pending and self.config_reloads():
                     self.restart_requested = True
                     break
@@ -253,6 +254,14 @@ class Daemon:
             f"are in {where}; for a camera at a door: kioskd cameras, then kioskd setup"
         )
 
+    def _track_health(self) -> None:
+        """Camera state and clock trust for the stats (Home Assistant shows both): sent soon
+        after either changes."""
+        c, state, synced = self.counters, self.source.state, self.recorder.clock_synced
+        if (state, synced) != (c.camera_state, c.clock_synced):
+            c.camera_state, c.clock_synced = state, synced
+            self.publisher.wake()
+
     def config_reloads(self) -> bool:
         """SIGHUP: restart only into a config that loads; a broken edit keeps this run."""
         self.hangup_pending = False
@@ -269,7 +278,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="kioskd",
         description="kiosk store-entrance daemon. First time at a door: `kioskd cameras` lists "
-        "the cameras, `kioskd setup` writes the config.",
+        "the cameras, `kioskd setup` writes the config. `kioskd forget DEVICE_ID --config "
+        "FILE` removes a device id that is gone from MQTT and Home Assistant.",
     )
     ap.add_argument("--config", required=True, help="YAML config file")
     ap.add_argument("--check-config", action="store_true", help="validate the config and exit")
@@ -285,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         from kiosk.setup import main as setup_main  # no models or database to load for these
 
         return setup_main(argv)
+    if argv[:1] == ["forget"]:
+        from kiosk.forget import main as forget_main
+
+        return forget_main(argv[1:])
     # Until the daemon's handlers are in place (models, database, camera take seconds), a
     # reload or a stray USR2 must not kill it; they are handled from READY on.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
