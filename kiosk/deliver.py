@@ -25,7 +25,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from kiosk import report
-from kiosk.config import EmailConfig, ReportConfig, read_secret
+from kiosk.config import ConfigError, EmailConfig, ReportConfig, read_secret
 from kiosk.labels import AGE_GROUPS, AGE_SPANS, GENDERS
 from kiosk.logsetup import scrub
 from kiosk.periods import PeriodCounts, count_periods
@@ -73,8 +73,8 @@ def summary_html(t: PeriodCounts, device_id: str | None, chart_src: str | None) 
         f"<body style='font-family:sans-serif'><h1>{e(subject(t, device_id))}</h1>"
         f"{img}<table>{cells}</table>"
         "<p>Age groups are the model's estimate; in brackets the ages each one counts. "
-        "checks are visitors whose temperature check failed or could not be measured, "
-        "and are not counted as visitors.</p></body>\n"
+        "People whose temperature check failed or could not be measured are counted apart, "
+        "not among the visitors.</p></body>\n"
     )
 
 
@@ -147,7 +147,7 @@ def send(cfg: EmailConfig, password: str | None, msg: EmailMessage) -> None:
         ) from None
     except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
         hint = ""
-        if isinstance(exc, PermissionError | ConnectionRefusedError) or "not permitted" in str(exc):
+        if isinstance(exc, PermissionError) or "not permitted" in str(exc):  # IPAddressDeny=
             hint = " (under systemd: IPAddressAllow= in kiosk-report.service, docs/report.md)"
         raise DeliveryError(f"cannot send through {where}: {scrub(str(exc))}{hint}") from None
     if refused:
@@ -174,15 +174,19 @@ def nightly(
             code = 1
     chart = next((f.data for f in files if f.mime == "image/png"), None)
     page = summary_html(t, device_id, data_uri(chart) if chart else None).encode("utf-8")
-    for f in [*files, Attachment(names["html"], page, "text/html")]:
+    written = [*files, Attachment(names["html"], page, "text/html")]
+    for f in written:
         with report.open_output(str(folder / f.name), binary=True) as out:
             out.write(f.data)
-    print(f"kiosk-report: wrote {', '.join(n for n in names.values())} into {folder}")
+    print(f"kiosk-report: wrote {', '.join(f.name for f in written)} into {folder}")
     if not cfg.email.to:
         return code
     try:
-        message = build_message(cfg.email, t, device_id, files, folder)
-        send(cfg.email, read_password(cfg.email), message)
+        password = read_password(cfg.email)
+    except ConfigError as exc:
+        raise report.InputError(f"config {exc}") from None
+    try:
+        send(cfg.email, password, build_message(cfg.email, t, device_id, files, folder))
     except DeliveryError as exc:
         say(f"error: e-mail not sent: {exc}")
         return 1

@@ -75,7 +75,8 @@ def describe(camera: Camera) -> list[str]:
     """Lines for `kioskd cameras`: the node, its stable name, formats and sizes."""
     kind = f"  [thermal: {camera.thermal}]" if camera.thermal else ""
     usb = f" usb {camera.usb_id[0]}:{camera.usb_id[1]}" if camera.usb_id else ""
-    lines = [f"{camera.device}  {camera.name}{usb}{kind}"]
+    bus = f" ({camera.bus})" if camera.bus else ""
+    lines = [f"{camera.device}  {camera.name}{bus}{usb}{kind}"]
     if camera.stable_path:
         lines.append(f"    stable name: {camera.stable_path}")
     if camera.problem:

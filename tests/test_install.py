@@ -197,7 +197,8 @@ def _check_report_wrapper(prefix: Path, device_id: str) -> None:
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_shellcheck_clean() -> None:
+    scripts = ["deploy/install.sh", "tools/arm64_check.sh", ".ci/run", ".ci/fresh-clone"]
     proc = subprocess.run(
-        ["shellcheck", str(ROOT / "deploy" / "install.sh")], capture_output=True, text=True
+        ["shellcheck", *(str(ROOT / s) for s in scripts)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout
