@@ -46,6 +46,7 @@ class Counters:
         up = self.uptime_s()
         avg = self.frames / up if up > 0 else 0.0
         return (
-            f"frames={self.frames} fps={avg:.1f} faces={self.faces} visits={self.visits}"
-            f" rejected={self.frames_rejected} reconnects={self.source_reconnects}"
+            f"frames={self.frames} fps={avg:.1f} face_detections={self.faces}"
+            f" visits={self.visits} frames_rejected={self.frames_rejected}"
+            f" camera_reconnects={self.source_reconnects}"
         )
