@@ -262,8 +262,9 @@ class MqttConfig:
 @dataclass
 class ClockConfig:
     # When the wall clock counts as right: "auto" (the kernel's NTP status, else systemd-
-    # timesyncd's flag file), "always" (a board with a battery RTC), or a file path that
-    # exists once time is synchronised. Until then records are flagged, then restamped.
+    # timesyncd's flag file; a replayed file: always), "always" (a board with a battery RTC),
+    # or a file path that exists once time is synchronised. Until then records are flagged,
+    # then restamped.
     trust: str = "auto"
 
     def __post_init__(self) -> None:
