@@ -298,6 +298,12 @@ def print_feverscreen(results: list[KioskResult], skin: list[KioskResult], out=s
             f" {per_device_calibrated_mae(rows, as_skin):.2f} C",
             file=out,
         )
+    errors = [r.error_c for r in skin if r.error_c is not None]
+    print(
+        f"body estimate with the disc at the stored value: MAE {mean_abs_error(skin):.2f} C,"
+        f" mean {np.mean(errors):+.2f} C",
+        file=out,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
