@@ -351,10 +351,10 @@ class ExternalGate:
 
     def subscribe_mqtt(self, topic: str, mqtt_cfg: MqttConfig) -> None:
         """Take decisions published on `topic` at the broker of the `mqtt` config section."""
-        from kiosk.mqtt import connect_bounded, make_client, read_password
+        from kiosk.mqttclient import connect_bounded, make_client, read_password
 
         password = read_password(mqtt_cfg) if mqtt_cfg.username else None
-        client = make_client(mqtt_cfg, "", password, v5=True)
+        client = make_client(mqtt_cfg, "", password)
 
         def on_connect(client, userdata, flags, reason_code, properties) -> None:
             if not reason_code.is_failure:

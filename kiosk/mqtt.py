@@ -6,7 +6,9 @@ and marks an entry delivered only when the broker acknowledges it (QoS 1 PUBACK)
 outage or a daemon restart therefore loses nothing: undelivered entries are sent after the
 next (re)connect. Delivery is at least once; consumers de-duplicate by the visit ``id``.
 
-Topics, under ``<prefix>/<device_id>/``:
+Topics and payloads are built in :mod:`kiosk.wire` (the contract, no paho), discovery configs
+in :mod:`kiosk.discovery`, the client in :mod:`kiosk.mqttclient`. Topics, under
+``<prefix>/<device_id>/``:
 
 ``status``  retained ``online`` on every connect, ``offline`` as the last will and on a clean
             stop (QoS 1).
@@ -27,37 +29,25 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import ssl
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from datetime import time as dtime
-from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from kiosk import __version__
-from kiosk.config import ConfigError, MqttConfig, read_secret
+from kiosk.config import MqttConfig
 from kiosk.counters import Counters
-from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.daystats import day_stats
+from kiosk.discovery import discovery_configs
 from kiosk.limits import LogEvery
+from kiosk.mqttclient import WINDOW, check_files, connect_bounded, make_client, read_password
 from kiosk.store import Store
-from kiosk.visit import Visit
+from kiosk.wire import STATUS_OFFLINE, STATUS_ONLINE, encode, stats_payload, topics, visit_payload
 
 log = logging.getLogger(__name__)
 
-# Outbox entries handed to paho and not yet acknowledged. Bounded so that a long outage
-# does not copy the whole backlog into memory; paho re-sends these itself after a reconnect.
-WINDOW = 100
 # Stats after visits are coalesced to at most one message per this many seconds.
 STATS_MIN_GAP_S = 0.5
 # Home Assistant announces `online` once per start; a flood of them (a loop, a hostile client)
@@ -72,273 +62,6 @@ STOP_FLUSH_S = 2.0
 # usually trusted within a minute of boot, and then they are restamped in the database and
 # sent with the right times); after that they are sent as they are, flagged clock_synced false.
 UNSYNCED_HOLD_S = 180.0
-
-_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
-
-
-def safe_id(text: str) -> str:
-    """An id for Home Assistant: only ``[a-zA-Z0-9_-]``."""
-    return _ID_BAD.sub("_", text)
-
-
-def iso_utc(t: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z`` suffix and millisecond precision."""
-    if t is None:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def visit_payload(visit: Visit, publish_temperature: bool) -> dict[str, Any]:
-    """The JSON object sent on ``<prefix>/<device_id>/visit``."""
-    p: dict[str, Any] = {
-        "id": visit.id,
-        "device_id": visit.device_id,
-        "started_at": iso_utc(visit.started_at),
-        "ended_at": iso_utc(visit.ended_at),
-        "age_group": visit.age_group,
-        "age_confidence": round(float(visit.age_confidence), 4),
-        "gender": visit.gender,
-        "gender_confidence": round(float(visit.gender_confidence), 4),
-        "temperature_status": visit.temperature_status,
-    }
-    if not getattr(visit, "clock_synced", True):
-        # Stamped before the wall clock was trusted (kiosk/clock.py): the times may be off.
-        p["clock_synced"] = False
-    if publish_temperature:
-        t = visit.temperature_c
-        p["temperature_c"] = None if t is None else round(float(t), 2)
-    return p
-
-
-def local_day_bounds(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """Start and end (aware) of the local calendar day containing ``now``; DST-safe."""
-    day = now.astimezone(tz).date()
-    start = datetime.combine(day, dtime(0), tzinfo=tz)
-    end = datetime.combine(day + timedelta(days=1), dtime(0), tzinfo=tz)
-    return start, end
-
-
-def stats_payload(
-    store: Store,
-    device_id: str,
-    tz: ZoneInfo,
-    counters: Counters | None,
-    now: datetime | None = None,
-    outbox_pending: int | None = None,
-) -> dict[str, Any]:
-    """Today's counts (local day) plus liveness numbers, for the retained ``stats`` topic."""
-    now = now or datetime.now(UTC)
-    start, end = local_day_bounds(now, tz)
-    counts = store.visit_counts(start, end, device_id)
-    checks = store.check_counts(start, end, device_id)
-    by_gender = dict.fromkeys(GENDERS, 0)
-    by_age = dict.fromkeys(AGE_GROUPS, 0)
-    for (age, gender), n in counts.items():
-        by_gender[gender] = by_gender.get(gender, 0) + n
-        by_age[age] = by_age.get(age, 0) + n
-    last = store.last_visit(device_id)
-    p: dict[str, Any] = {
-        "device_id": device_id,
-        "date": start.date().isoformat(),
-        "timezone": str(tz),
-        "visitors": sum(counts.values()),
-        "gender": by_gender,
-        "age_groups": by_age,
-        "failed_checks": int(checks.get("fail", 0)),
-        "unmeasured_checks": int(checks.get("unmeasured", 0)),
-        "last_visit": (
-            {"at": iso_utc(last.ended_at), "age_group": last.age_group, "gender": last.gender}
-            if last
-            else None
-        ),
-        "fps": round(float(counters.fps), 2) if counters else None,
-        "uptime_s": int(counters.uptime_s()) if counters else None,
-        "updated_at": iso_utc(now),
-    }
-    if outbox_pending is not None:
-        p["outbox_pending"] = outbox_pending
-    return p
-
-
-def topics(prefix: str, device_id: str) -> dict[str, str]:
-    base = f"{prefix}/{device_id}"
-    return {"status": f"{base}/status", "visit": f"{base}/visit", "stats": f"{base}/stats"}
-
-
-def discovery_configs(cfg: MqttConfig, device_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """(topic, config) pairs for Home Assistant MQTT discovery, one device, all sensors."""
-    t = topics(cfg.prefix, device_id)
-    dev = safe_id(device_id)
-    device = {
-        "identifiers": [f"kiosk_{dev}"],
-        "name": f"Kiosk {device_id}",
-        "manufacturer": "kiosk",
-        "model": "Store entrance visitor counter",
-        "sw_version": __version__,
-    }
-    common = {
-        "state_topic": t["stats"],
-        "availability_topic": t["status"],
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device,
-        "has_entity_name": True,
-    }
-    count = {"state_class": "total_increasing", "unit_of_measurement": "visitors"}
-    sensors: list[dict[str, Any]] = [
-        {
-            "key": "visitors_today",
-            "name": "Visitors today",
-            "value_template": "{{ value_json.visitors }}",
-            "icon": "mdi:account-group",
-            **count,
-        },
-        {
-            "key": "female_today",
-            "name": "Female today",
-            "value_template": "{{ value_json.gender.female }}",
-            "icon": "mdi:human-female",
-            **count,
-        },
-        {
-            "key": "male_today",
-            "name": "Male today",
-            "value_template": "{{ value_json.gender.male }}",
-            "icon": "mdi:human-male",
-            **count,
-        },
-    ]
-    for group in AGE_GROUPS:
-        sensors.append(
-            {
-                "key": f"age_{group}_today",
-                "name": f"Age {group} today",
-                "value_template": f"{{{{ value_json.age_groups['{group}'] }}}}",
-                "icon": "mdi:account-clock",
-                **count,
-            }
-        )
-    sensors += [
-        {
-            "key": "failed_checks_today",
-            "name": "Failed checks today",
-            "value_template": "{{ value_json.failed_checks }}",
-            "icon": "mdi:thermometer-alert",
-            "state_class": "total_increasing",
-            "unit_of_measurement": "checks",
-        },
-        {
-            "key": "last_visit",
-            "name": "Last visit",
-            "value_template": (
-                "{% if value_json.last_visit %}{{ value_json.last_visit.age_group }} "
-                "{{ value_json.last_visit.gender }}{% else %}none{% endif %}"
-            ),
-            "json_attributes_topic": t["stats"],
-            "json_attributes_template": "{{ (value_json.last_visit or {}) | tojson }}",
-            "icon": "mdi:account-arrow-right",
-        },
-        {
-            "key": "last_visit_at",
-            "name": "Last visit at",
-            "device_class": "timestamp",
-            "value_template": ("{{ value_json.last_visit.at if value_json.last_visit else None }}"),
-        },
-        {
-            "key": "fps",
-            "name": "Frame rate",
-            "unit_of_measurement": "fps",
-            "state_class": "measurement",
-            "entity_category": "diagnostic",
-            "value_template": "{{ value_json.fps }}",
-            "icon": "mdi:speedometer",
-        },
-    ]
-    out = []
-    for s in sensors:
-        key = s.pop("key")
-        unique_id = safe_id(f"kiosk_{dev}_{key}")
-        out.append(
-            (
-                f"{cfg.discovery_prefix}/sensor/{unique_id}/config",
-                {**common, "unique_id": unique_id, **s},
-            )
-        )
-    return out
-
-
-def read_password(cfg: MqttConfig) -> str | None:
-    """The broker password from ``password_env``, ``password_file`` or the systemd credential
-    ``mqtt_password``; a configured file that is missing is a ConfigError."""
-    return read_secret(cfg.password_env, cfg.password_file, "mqtt_password", "mqtt.password_file")
-
-
-def _check_files(cfg: MqttConfig) -> None:
-    for key in ("ca_file", "cert_file", "key_file"):
-        value = getattr(cfg, key)
-        if value and not Path(value).is_file():
-            raise ConfigError(f"mqtt.{key}", f"{value}: file not found")
-    if cfg.key_file and not cfg.cert_file:
-        raise ConfigError("mqtt.key_file", "needs mqtt.cert_file")
-
-
-class _PahoNoise(logging.Filter):
-    """paho 2.2 logs "Client is not connected" at ERROR on every reconnect attempt while the
-    broker is away; the publisher already reports that clearly (and rate-limited)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
-
-
-_paho_log = logging.getLogger("kiosk.mqtt.paho")
-_paho_log.addFilter(_PahoNoise())
-
-
-def make_client(
-    cfg: MqttConfig,
-    client_id: str,
-    password: str | None,
-    *,
-    will_topic: str | None = None,
-    v5: bool = False,
-) -> mqtt.Client:
-    """A paho 2.x client with auth, TLS, LWT and reconnect backoff; not yet connected."""
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        clean_session=None if v5 else True,
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-    )
-    client.enable_logger(_paho_log)
-    client.suppress_exceptions = True  # a bug in a callback must not kill the network thread
-    if cfg.username:
-        client.username_pw_set(cfg.username, password)
-    if cfg.tls:
-        client.tls_set(
-            ca_certs=cfg.ca_file or None,
-            certfile=cfg.cert_file or None,
-            keyfile=cfg.key_file or None,
-            cert_reqs=ssl.CERT_REQUIRED,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
-        if cfg.tls_insecure:
-            client.tls_insecure_set(True)
-    if will_topic:
-        client.will_set(will_topic, "offline", qos=1, retain=True)
-    client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
-    client.max_inflight_messages_set(WINDOW)
-    return client
-
-
-def connect_bounded(client: mqtt.Client, cfg: MqttConfig, max_packet: int) -> None:
-    """Connect a `make_client(..., v5=True)` client in the background, asking the broker never
-    to send it a packet over `max_packet` bytes (MQTT 5 Maximum Packet Size: the broker drops
-    such messages for this client), so a listener cannot be flooded with one huge payload."""
-    props = Properties(PacketTypes.CONNECT)
-    props.MaximumPacketSize = max_packet
-    client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=True, properties=props)
 
 
 class Publisher:
@@ -368,7 +91,7 @@ class Publisher:
         self.where = f"{cfg.host}:{cfg.port}"
         self._password = read_password(cfg) if cfg.enabled else None
         if cfg.enabled:
-            _check_files(cfg)
+            check_files(cfg)
         self.client: mqtt.Client | None = None
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
@@ -394,7 +117,6 @@ class Publisher:
         self._last_warn = 0.0
         self._last_problem = ""
         self._refused = False
-        self._subscriptions: dict[str, Callable[[mqtt.MQTTMessage], None]] = {}
         # numbers for tests, benchmarks and metrics
         self.delivered = 0
         self.connects = 0
@@ -405,11 +127,6 @@ class Publisher:
     @property
     def connected(self) -> bool:
         return self._connected
-
-    def subscribe(self, topic: str, callback: Callable[[mqtt.MQTTMessage], None]) -> None:
-        """Receive messages on ``topic`` (e.g. external gate decisions); call before start().
-        The callback runs on paho's network thread and must be quick."""
-        self._subscriptions[topic] = callback
 
     def start(self) -> None:
         if not self.cfg.enabled or self._thread is not None:
@@ -425,7 +142,6 @@ class Publisher:
             f"kiosk-{self.device_id}",
             self._password,
             will_topic=self.topics["status"],
-            v5=True,
         )
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -464,7 +180,7 @@ class Publisher:
         client = self.client
         if self._connected:
             try:
-                info = client.publish(self.topics["status"], "offline", qos=1, retain=True)
+                info = client.publish(self.topics["status"], STATUS_OFFLINE, qos=1, retain=True)
                 info.wait_for_publish(STOP_FLUSH_S)
             except (RuntimeError, ValueError) as exc:
                 log.debug("mqtt: offline not confirmed: %s", exc)
@@ -498,12 +214,9 @@ class Publisher:
             log.info("mqtt: connected to %s", self.where)
         self._fail_count = 0
         self._last_problem = ""
-        client.publish(self.topics["status"], "online", qos=1, retain=True)
-        subs = [(t, 1) for t in self._subscriptions]
+        client.publish(self.topics["status"], STATUS_ONLINE, qos=1, retain=True)
         if self.cfg.discovery:
-            subs.append((self.ha_status_topic, 0))
-        if subs:
-            client.subscribe(subs)
+            client.subscribe(self.ha_status_topic, qos=0)
         with self._lock:
             self._connected = True
             self._connect_gen += 1
@@ -541,19 +254,11 @@ class Publisher:
         self._wake.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == self.ha_status_topic:
-            if msg.payload.strip().lower() == b"online":
-                self._ha_online("mqtt: Home Assistant is online; re-sending discovery")
-                self._ha_discovery_due = True
-                self._stats_due = True
-                self._wake.set()
-            return
-        for topic, callback in self._subscriptions.items():
-            if mqtt.topic_matches_sub(topic, msg.topic):
-                try:
-                    callback(msg)
-                except Exception:
-                    log.exception("mqtt: handler for %s failed", topic)
+        if msg.topic == self.ha_status_topic and msg.payload.strip().lower() == b"online":
+            self._ha_online("mqtt: Home Assistant is online; re-sending discovery")
+            self._ha_discovery_due = True
+            self._stats_due = True
+            self._wake.set()
 
     def _problem(self, what: str) -> None:
         """Log a connection problem clearly once, then at most every WARN_EVERY_S."""
@@ -701,9 +406,7 @@ class Publisher:
                     break  # in order: later visits wait behind it
             else:
                 self._unsynced_since = None
-            payload = json.dumps(
-                visit_payload(entry.visit, self.cfg.publish_temperature), separators=(",", ":")
-            )
+            payload = encode(visit_payload(entry.visit, self.cfg.publish_temperature))
             info = client.publish(self.topics["visit"], payload, qos=1, retain=False)
             # Queued by paho even if the connection dropped just now (rc NO_CONN): it is
             # re-sent after the reconnect, so it stays in flight either way.
@@ -714,16 +417,14 @@ class Publisher:
 
     def _publish_stats(self) -> None:
         assert self.client is not None
-        payload = stats_payload(
+        stats = day_stats(
             self.store,
             self.device_id,
             self.tz,
             self.counters,
             outbox_pending=self.store.outbox_depth(),
         )
-        self.client.publish(
-            self.topics["stats"], json.dumps(payload, separators=(",", ":")), qos=1, retain=True
-        )
+        self.client.publish(self.topics["stats"], encode(stats_payload(stats)), qos=1, retain=True)
         self._last_stats = time.monotonic()
 
     def _publish_discovery(self) -> None:

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,8 +30,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
 from kiosk.config import MAX_RETENTION_DAYS, ConfigError, load_config
+from kiosk.days import day_bucket, days_between, days_bounds, hour_buckets
 from kiosk.labels import AGE_GROUPS, GENDERS
 from kiosk.logsetup import redact_url
+from kiosk.retention import apply_retention, retention_cutoff
 from kiosk.store import Store, StoreError, sqlite_path, url_problem
 from kiosk.visit import Visit
 
@@ -60,7 +62,6 @@ EXPORT_COLUMNS = (
     "model_version",
     "clock_synced",
 )
-_QUARTER = timedelta(minutes=15)  # every real UTC offset is a multiple of 15 minutes
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # Dates a report accepts: a local day there and its neighbours convert to UTC in any zone.
@@ -71,16 +72,6 @@ MAX_RANGE_DAYS = 3700
 
 class InputError(Exception):
     """Something the user can fix: a bad argument, config, timezone or database."""
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """One reported period: a local day, or one local hour of it, as a UTC interval."""
-
-    day: date
-    hour: str | None  # local start "HH:MM+HH:MM" (offset included: a DST day repeats one)
-    start: datetime  # UTC, inclusive
-    end: datetime  # UTC, exclusive
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,40 +91,6 @@ class Source:
     tz: ZoneInfo
     device_id: str | None
     retention_days: int | None
-
-
-def local_midnight(day: date, tz: ZoneInfo) -> datetime:
-    """The first instant of a local day, in UTC (a midnight inside a DST gap maps to the
-    end of the gap, an ambiguous one to its first occurrence)."""
-    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
-
-
-def day_bucket(day: date, tz: ZoneInfo) -> Bucket:
-    return Bucket(day, None, local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz))
-
-
-def hour_buckets(day: date, tz: ZoneInfo) -> list[Bucket]:
-    """The local hours of a day: 24, or 23/25 on a DST change day (a repeated hour is told
-    apart by its UTC offset)."""
-    whole = day_bucket(day, tz)
-    buckets: list[Bucket] = []
-    key = label = start = None
-    t = whole.start
-    while t < whole.end:
-        local = t.astimezone(tz)
-        here = (local.hour, local.utcoffset())
-        if here != key:
-            if start is not None:
-                buckets.append(Bucket(day, label, start, t))
-            key, start, label = here, t, local.isoformat(timespec="minutes")[11:]
-        t += _QUARTER
-    buckets.append(Bucket(day, label, start, whole.end))
-    return buckets
-
-
-def days_between(first: date, last: date) -> Iterator[date]:
-    for n in range((last - first).days + 1):
-        yield first + timedelta(days=n)
 
 
 def count_rows(
@@ -157,41 +114,6 @@ def count_rows(
                     yield CountRow(day, b.hour, age, gender, visits.get((i, age, gender), 0))
             for status, label in CHECK_ROWS:
                 yield CountRow(day, b.hour, label, None, checks.get((i, status), 0))
-
-
-def retention_cutoff(
-    days: int, tz: ZoneInfo | None = None, now: datetime | None = None
-) -> datetime:
-    """Start of the oldest kept local day: today and the `days` full days before it stay."""
-    tz = tz or ZoneInfo("UTC")
-    today = (now or datetime.now(UTC)).astimezone(tz).date()
-    return local_midnight(today - timedelta(days=days), tz)
-
-
-def apply_retention(
-    store: Store,
-    days: int,
-    tz: ZoneInfo | None = None,
-    now: datetime | None = None,
-    device_id: str | None = None,
-    dry_run: bool = False,
-) -> tuple[int, int]:
-    """Delete visits and checks older than `days` local days, of one device or all; returns
-    (visits, checks). `dry_run` counts them and deletes nothing.
-
-    Deletes one day per transaction so a writing daemon never waits long for the lock.
-    The daemon calls this once a day with config.store.retention_days."""
-    if not 1 <= days <= MAX_RETENTION_DAYS:
-        raise ValueError(f"retention must be 1 to {MAX_RETENTION_DAYS} days, got {days}")
-    cutoff = retention_cutoff(days, tz, now)
-    if dry_run:
-        return store.count_older(cutoff, device_id)
-    visits = checks = 0
-    while (oldest := store.oldest_record_at(device_id)) is not None and oldest < cutoff:
-        # skips empty stretches
-        v, c = store.purge(min(oldest + timedelta(days=1), cutoff), device_id)
-        visits, checks = visits + v, checks + c
-    return visits, checks
 
 
 # ---- rendering -------------------------------------------------------------------------
@@ -495,7 +417,7 @@ def warn_unsynced(
     """Say on stderr when the period holds visits stamped before the clock was synchronised
     (a board without a real-time clock that never reached NTP): the numbers stay, the reader
     learns which of them may sit on the wrong day or hour."""
-    start, end = local_midnight(first, tz), local_midnight(last + timedelta(1), tz)
+    start, end = days_bounds(first, last, tz)
     n = store.unsynced_visit_count(start, end, device_id)
     if n:
         print(
@@ -545,10 +467,7 @@ def run(args: argparse.Namespace) -> int:
                 render_chart(rows, first, source.device_id, out)
             return EXIT_OK
         if args.command == "export":
-            start, end = (
-                local_midnight(first, source.tz),
-                local_midnight(last + timedelta(1), source.tz),
-            )
+            start, end = days_bounds(first, last, source.tz)
             visits = store.iter_visits(start, end, source.device_id)
             columns, records = export_records(visits, source.tz, args.temperature)
         else:

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -18,6 +18,7 @@ from kiosk.classify import Classifier, shipped_model_dir
 from kiosk.clock import ClockTrust
 from kiosk.config import EX_CONFIG, Config, ConfigError, load_config
 from kiosk.counters import Counters
+from kiosk.days import today
 from kiosk.focus import FocusedDetector
 from kiosk.frames import CameraSource
 from kiosk.gate import Gate, build_gate
@@ -27,7 +28,7 @@ from kiosk.mqtt import Publisher
 from kiosk.notify import Notifier
 from kiosk.pipeline import Pipeline
 from kiosk.recorder import Recorder
-from kiosk.report import apply_retention
+from kiosk.retention import apply_retention
 from kiosk.store import Store, StoreError, driver_message
 from kiosk.track import Tracker
 from kiosk.visit import Visit
@@ -135,11 +136,9 @@ class Daemon:
 
     def visits_today(self) -> int | None:
         """Visits stored since local midnight (config timezone); one indexed COUNT."""
-        now = datetime.now(self.cfg.tz)
-        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        day = today(datetime.now(UTC), self.cfg.tz)
         try:
-            day_end = midnight + timedelta(days=1)
-            counts = self.store.visit_counts(midnight, day_end, self.cfg.device_id)
+            counts = self.store.visit_counts(day.start, day.end, self.cfg.device_id)
         except SQLAlchemyError:
             return None
         return sum(counts.values())

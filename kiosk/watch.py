@@ -21,7 +21,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from kiosk.config import EX_CONFIG, ConfigError, MqttConfig, load_config
-from kiosk.mqtt import make_client, read_password
+from kiosk.mqttclient import make_client, read_password
+from kiosk.wire import topics
 
 
 def _local(iso: str | None, tz: ZoneInfo | None) -> str:
@@ -65,6 +66,8 @@ def format_message(topic: str, payload: bytes, tz: ZoneInfo | None) -> str:
             f"{data.get('age_group')} ({data.get('gender_confidence', 0) * 100:.0f}% / "
             f"{data.get('age_confidence', 0) * 100:.0f}%), temperature {temp}"
         )
+    if kind == "check":
+        return f"{_local(data.get('at'), tz)} {device} check: {data.get('status')}"
     if kind == "stats":
         g = data.get("gender", {})
         ages = " ".join(f"{k}:{v}" for k, v in data.get("age_groups", {}).items())
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     client = make_client(cfg, f"kiosk-watch-{os.getpid()}", password)
-    base = f"{cfg.prefix}/{device}"
+    watched = topics(cfg.prefix, device)
     done = threading.Event()
     failed: list[str] = []
     visits = 0
@@ -154,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(f"broker {cfg.host}:{cfg.port} refused the connection: {reason_code}")
             done.set()
             return
-        client.subscribe([(f"{base}/status", 1), (f"{base}/visit", 1), (f"{base}/stats", 1)])
+        client.subscribe([(topic, 1) for topic in watched.values()])
 
     def on_subscribe(client, userdata, mid, reason_codes, properties) -> None:
-        print(f"# watching {base}/{{status,visit,stats}} on {cfg.host}:{cfg.port}", flush=True)
+        kinds = ",".join(watched)
+        print(f"# watching {cfg.prefix}/{device}/{{{kinds}}} on {cfg.host}:{cfg.port}", flush=True)
 
     def on_message(client, userdata, msg) -> None:
         nonlocal visits

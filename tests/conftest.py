@@ -1,9 +1,13 @@
 import dataclasses
 import os
 import typing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from kiosk.store import Store
+from kiosk.visit import Check, Visit
 
 # TensorFlow 2.21's oneDNN kernels crash (SIGSEGV) at random in the CC0 age net's backward
 # pass; the first test to import TensorFlow fixes the setting for the whole run.
@@ -33,3 +37,68 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+# ---- shared records and a store --------------------------------------------------------------
+
+
+def new_visit(
+    at: datetime | None = None,
+    *,
+    age: str = "25-32",
+    gender: str = "female",
+    device: str = "kiosk-1",
+    duration_s: float = 4.0,
+    **fields,
+) -> Visit:
+    """A stored-visit record that starts at `at` (default now, UTC); any field can be set."""
+    at = at or datetime.now(UTC)
+    values = dict(
+        device_id=device,
+        started_at=at,
+        ended_at=at + timedelta(seconds=duration_s),
+        age_group=age,
+        age_confidence=0.8,
+        gender=gender,
+        gender_confidence=0.9,
+        temperature_c=36.6,
+        temperature_status="pass",
+        frames=12,
+        model_version="test-1",
+    )
+    return Visit(**(values | fields))
+
+
+def new_check(
+    at: datetime | None = None,
+    status: str = "fail",
+    *,
+    device: str = "kiosk-1",
+    temperature_c: float | None = 38.2,
+    **fields,
+) -> Check:
+    """A failed (or unmeasured) check at `at` (default now, UTC)."""
+    return Check(device, at or datetime.now(UTC), status, temperature_c, **fields)
+
+
+@pytest.fixture
+def make_visit():
+    return new_visit
+
+
+@pytest.fixture
+def make_check():
+    return new_check
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "kiosk.db"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    """A fresh SQLite store in a real file, closed after the test."""
+    s = Store(f"sqlite:///{db_path}")
+    yield s
+    s.close()

@@ -19,11 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kiosk import report
+from kiosk import report, retention
 from kiosk.config import MAX_TOPIC_CHARS, ConfigError, parse_config
 from kiosk.counters import Counters
-from kiosk.mqtt import Publisher, topics
+from kiosk.mqtt import Publisher
 from kiosk.store import SCHEMA_VERSION, Store, StoreError
+from kiosk.wire import topics
 from tests.broker import wait_until
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -56,7 +57,7 @@ def test_one_days_purge_with_100k_pending_outbox_rows_takes_under_a_second(tmp_p
     store = Store(f"sqlite:///{db}")
     try:
         t0 = time.perf_counter()
-        assert report.apply_retention(store, 365, UTC_ZONE, now=NOW) == (3000, 0)
+        assert retention.apply_retention(store, 365, UTC_ZONE, now=NOW) == (3000, 0)
         took = time.perf_counter() - t0
         assert store.outbox_depth() == 100_000
     finally:
@@ -267,7 +268,7 @@ def test_any_accepted_config_is_usable_at_run_time(values, device_id, prefix):
         cfg = parse_config(data)
     except ConfigError:
         return
-    report.retention_cutoff(cfg.store.retention_days, cfg.tz)  # no OverflowError
+    retention.retention_cutoff(cfg.store.retention_days, cfg.tz)  # no OverflowError
     assert cfg.mqtt.keepalive_s <= 65535
     assert cfg.device_id.isascii() and len(cfg.device_id) <= 64
     assert all(len(t.encode()) <= 65535 for t in topics(cfg.mqtt.prefix, cfg.device_id).values())

@@ -17,10 +17,14 @@ import pytest
 
 from kiosk.config import ConfigError, MqttConfig, parse_config
 from kiosk.counters import Counters
+from kiosk.days import today
+from kiosk.daystats import day_stats
+from kiosk.discovery import discovery_configs
 from kiosk.labels import AGE_GROUPS
-from kiosk.mqtt import Publisher, discovery_configs, local_day_bounds, stats_payload
+from kiosk.mqtt import Publisher
 from kiosk.store import Store
 from kiosk.visit import Check, Visit
+from kiosk.wire import stats_payload
 from tests.broker import Broker, Subscriber, add_user, make_tls_files, needs_mosquitto, wait_until
 
 DEV = "kiosk-test_1"
@@ -104,7 +108,7 @@ def test_stats_count_the_local_day(store):
         Check(device_id=DEV, at=late - timedelta(hours=2), status="fail", temperature_c=38.0)
     )
     now = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-    s = stats_payload(store, DEV, berlin, Counters(), now=now)
+    s = stats_payload(day_stats(store, DEV, berlin, Counters(), now=now))
     assert s["date"] == "2026-11-28"
     assert s["visitors"] == 2
     assert s["gender"] == {"female": 1, "male": 1}
@@ -113,12 +117,13 @@ def test_stats_count_the_local_day(store):
     assert (s["failed_checks"], s["unmeasured_checks"]) == (1, 1)
     assert s["last_visit"]["gender"] == "male" and ISO_Z.match(s["last_visit"]["at"])
     # In UTC the same instant counts the 28th UTC only.
-    assert stats_payload(store, DEV, ZoneInfo("UTC"), None, now=now)["visitors"] == 1
+    assert stats_payload(day_stats(store, DEV, ZoneInfo("UTC"), None, now=now))["visitors"] == 1
 
 
 def test_local_day_is_dst_safe():
     tz = ZoneInfo("Europe/Berlin")
-    start, end = local_day_bounds(datetime(2026, 3, 29, 12, tzinfo=UTC), tz)
+    day = today(datetime(2026, 3, 29, 12, tzinfo=UTC), tz)
+    start, end = day.start, day.end
     assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(hours=23)
 
 

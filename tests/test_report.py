@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from kiosk import report
+from kiosk import days, report, retention
 from kiosk.labels import AGE_GROUPS, GENDERS
 from kiosk.store import Store
 from kiosk.visit import Check, Visit
@@ -394,12 +394,12 @@ def test_retention_keeps_whole_local_days(db):
     store.add_visit(visit(local(2026, 10, 28, 23, 59, 59)))
     store.add_visit(visit(local(2025, 1, 1, 12)), outbox=True)
     store.add_check(Check("kiosk-1", local(2026, 3, 1, 12), "unmeasured", None))
-    assert report.apply_retention(store, 30, BERLIN, now=now) == (2, 1)
+    assert retention.apply_retention(store, 30, BERLIN, now=now) == (2, 1)
     assert store.visit_count() == 2
     assert store.outbox_depth() == 0
-    assert report.apply_retention(store, 30, BERLIN, now=now) == (0, 0)
+    assert retention.apply_retention(store, 30, BERLIN, now=now) == (0, 0)
     with pytest.raises(ValueError):
-        report.apply_retention(store, 0, BERLIN, now=now)
+        retention.apply_retention(store, 0, BERLIN, now=now)
 
 
 def test_purge_command(db, capsys):
@@ -421,8 +421,8 @@ def test_hour_buckets_cover_the_day_without_gaps():
         ("Asia/Kathmandu", date(2026, 1, 1)),  # +05:45
     ):
         tz = ZoneInfo(tz_name)
-        buckets = report.hour_buckets(day, tz)
-        whole = report.day_bucket(day, tz)
+        buckets = days.hour_buckets(day, tz)
+        whole = days.day_bucket(day, tz)
         assert buckets[0].start == whole.start and buckets[-1].end == whole.end
         assert all(a.end == b.start for a, b in zip(buckets, buckets[1:], strict=False))
         assert all(b.start.astimezone(tz).date() == day for b in buckets), tz_name

@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kiosk import report  # noqa: E402
+from kiosk.days import days_between  # noqa: E402
 from kiosk.labels import AGE_GROUPS, GENDERS  # noqa: E402
 from kiosk.store import Store  # noqa: E402
 
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     first = LAST_DAY - timedelta(days=args.days - 1)
     store = Store(url, read_only=True)
     t0 = clock.perf_counter()
-    rows = list(report.count_rows(store, report.days_between(first, LAST_DAY), tz))
+    rows = list(report.count_rows(store, days_between(first, LAST_DAY), tz))
     whole = clock.perf_counter() - t0
     store.close()
     counted = sum(r.visitors for r in rows if r.gender is not None)
