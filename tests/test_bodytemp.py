@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kiosk.config import GateConfig
 from kiosk.thermal.bodytemp import MODEL_PATH, background_c, load_core_model
 from tests.conftest import SHARED_DATA
 from tools import fit_core_model as fit
@@ -84,3 +85,7 @@ def test_background_is_the_commonest_temperature_outside_the_person():
     # With nobody excluded the room still dominates.
     assert background_c(frame, np.zeros_like(person)) == pytest.approx(24.0, abs=0.25)
     assert background_c(frame, np.ones_like(person)) is None
+
+
+def test_the_default_threshold_is_the_one_chosen_from_the_data():
+    assert GateConfig().threshold_c == load_core_model().threshold_c
