@@ -342,7 +342,7 @@ def _convert(key: str, hint: Any, value: Any) -> Any:
             value = {}
         if not isinstance(value, dict):
             raise ConfigError(key, f"must be a mapping, got {type(value).__name__}")
-        return _build(hint, value, key + ".")
+        return _build(typing.cast(type, hint), value, key + ".")
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(key, f"must be a list, got {type(value).__name__}")
@@ -413,17 +413,12 @@ def _validate_semantics(cfg: Config) -> None:
     if cfg.gate.mode == "external" and not cfg.gate.http_port and not cfg.gate.mqtt_topic:
         why = "gate.mode external needs gate.http_port and/or gate.mqtt_topic"
         raise ConfigError("gate.http_port", why)
-    if cfg.gate.mqtt_topic and (why := topic_filter_problem(cfg.gate.mqtt_topic)):
-        raise ConfigError("gate.mqtt_topic", f"{why}, got {cfg.gate.mqtt_topic[:80]!r}")
+    if cfg.gate.mqtt_topic and (problem := topic_filter_problem(cfg.gate.mqtt_topic)):
+        raise ConfigError("gate.mqtt_topic", f"{problem}, got {cfg.gate.mqtt_topic[:80]!r}")
     roi = cfg.detector.roi
     if roi is not None and not (all(0 <= v <= MAX_PIXELS for v in roi) and roi[2] and roi[3]):
         why = f"must be [x, y, w, h] with 0 <= each <= {MAX_PIXELS} and w, h > 0"
         raise ConfigError("detector.roi", f"{why}, got {roi!r}")
-    if cfg.store.url:
-        from kiosk.store import url_problem  # SQLAlchemy only when a URL is given
-
-        if why := url_problem(cfg.store.url):
-            raise ConfigError("store.url", why)
 
 
 def topic_filter_problem(topic: str) -> str | None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy import (
     Boolean,
@@ -33,11 +34,15 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import CursorResult, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql import Delete
 
+from kiosk.config import ConfigError
 from kiosk.dbfile import DatabaseInUse, FileIdentity, WriterLock, save_copy
+from kiosk.labels import VisitStatus
+from kiosk.lifecycle import Part
 from kiosk.logsetup import redact_url
 from kiosk.visit import Check, Visit
 
@@ -127,7 +132,7 @@ def visit_from_row(row: VisitRow) -> Visit:
         gender=row.gender,
         gender_confidence=row.gender_confidence,
         temperature_c=row.temperature_c,
-        temperature_status=row.temperature_status,
+        temperature_status=cast(VisitStatus, row.temperature_status),
         frames=row.frames,
         model_version=row.model_version,
         clock_synced=row.clock_synced,
@@ -165,6 +170,12 @@ def url_problem(url: str) -> str | None:
     if u.get_backend_name() == "sqlite" and u.database and Path(u.database).is_dir():
         return f"{u.database} is a directory, not a database file"
     return None
+
+
+def check_url(url: str) -> None:
+    """`store.url` as a config check (the config layer itself knows no SQLAlchemy)."""
+    if url and (problem := url_problem(url)):
+        raise ConfigError("store.url", problem)
 
 
 def _configure_sqlite(engine: Engine, read_only: bool) -> None:
@@ -285,7 +296,7 @@ def check_schema(engine: Engine) -> None:
         raise StoreError(f"database schema version {version} is {why}")
 
 
-class Store:
+class Store(Part):
     """Writes visits and checks; serves the outbox and retention.
 
     `read_only` opens an existing database without changing it; `create=False` refuses one that
@@ -300,7 +311,7 @@ class Store:
         self.path = sqlite_path(url)
         self._lock = WriterLock(self.path) if writer and self.path is not None else None
         self._identity: FileIdentity | None = None
-        if self._lock is not None:
+        if self._lock is not None and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._lock.acquire()
@@ -357,7 +368,9 @@ class Store:
         saved = self.path.with_name(f"{self.path.name}.{stamp}.orphaned")
         try:
             with self.engine.connect() as conn:
-                save_copy(conn.connection.driver_connection, saved)
+                dbapi = conn.connection.driver_connection
+                assert dbapi is not None
+                save_copy(dbapi, saved)
         except (OSError, sqlite3.Error, SQLAlchemyError) as exc:
             raise StoreError(f"{self.path} was {what}; cannot save the open copy: {exc}") from None
         log.error(
@@ -436,10 +449,11 @@ class Store:
                 n += 1
                 for entry in s.scalars(select(OutboxRow).where(OutboxRow.visit_id == row.id)):
                     entry.created_at = entry.created_at + d
-            rows = s.scalars(select(CheckRow).where(CheckRow.id.in_(list(checks)))).all()
-            for row in rows:
-                if not row.clock_synced:
-                    row.at, row.clock_synced = row.at + checks[row.id], True
+            check_rows = s.scalars(select(CheckRow).where(CheckRow.id.in_(list(checks)))).all()
+            for check_row in check_rows:
+                if not check_row.clock_synced:
+                    check_row.at = check_row.at + checks[check_row.id]
+                    check_row.clock_synced = True
                     n += 1
         return n
 
@@ -599,13 +613,11 @@ class Store:
             old = delete(OutboxRow).where(
                 OutboxRow.created_at < cutoff, OutboxRow.visit_id.in_(synced)
             )
-            dropped += s.execute(old).rowcount or 0
+            dropped += _deleted(s, old)
             pending = s.scalar(select(func.count()).select_from(OutboxRow)) or 0
             if pending > max_count:
                 oldest = select(OutboxRow.id).order_by(OutboxRow.id).limit(pending - max_count)
-                dropped += (
-                    s.execute(delete(OutboxRow).where(OutboxRow.id.in_(oldest))).rowcount or 0
-                )
+                dropped += _deleted(s, delete(OutboxRow).where(OutboxRow.id.in_(oldest)))
         return dropped
 
     def _older(self, cutoff: datetime, device_id: str | None):
@@ -624,9 +636,9 @@ class Store:
         with self._sessions.begin() as s:
             old = select(VisitRow.id).where(*visits_where)
             s.execute(delete(OutboxRow).where(OutboxRow.visit_id.in_(old)))
-            visits = s.execute(delete(VisitRow).where(*visits_where)).rowcount
-            checks = s.execute(delete(CheckRow).where(*checks_where)).rowcount
-        return visits or 0, checks or 0
+            visits = _deleted(s, delete(VisitRow).where(*visits_where))
+            checks = _deleted(s, delete(CheckRow).where(*checks_where))
+        return visits, checks
 
     def count_older(self, older_than: datetime, device_id: str | None = None) -> tuple[int, int]:
         """How many visits and checks `purge` would delete (a dry run)."""
@@ -637,12 +649,19 @@ class Store:
         return visits or 0, checks or 0
 
     def close(self) -> None:
+        """Release the connections and the writer lock; idempotent."""
         self.engine.dispose()
-        if self._lock is not None:
-            self._lock.release()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
 
-def driver_message(exc: SQLAlchemyError) -> str:
+def _deleted(session: Session, statement: Delete) -> int:
+    """Rows a DELETE removed."""
+    return cast(CursorResult, session.execute(statement)).rowcount or 0
+
+
+def driver_message(exc: Exception) -> str:
     """The driver's own words (e.g. 'attempt to write a readonly database'), without SQL."""
     orig = getattr(exc, "orig", None)
     return str(orig) if orig is not None else str(exc).splitlines()[0]

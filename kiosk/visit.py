@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from kiosk.labels import CheckStatus, VisitStatus
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -23,7 +25,7 @@ class Visit:
     gender: str
     gender_confidence: float
     temperature_c: float | None  # the body (oral) estimate, or the external kiosk's value
-    temperature_status: str  # pass | off | unmeasured (when unmeasured passes by config)
+    temperature_status: VisitStatus  # unmeasured when it passes by config
     frames: int
     model_version: str
     id: str = field(default_factory=new_id)
@@ -38,7 +40,7 @@ class Check:
 
     device_id: str
     at: datetime  # UTC, timezone-aware
-    status: str  # fail | unmeasured
+    status: CheckStatus
     temperature_c: float | None  # the body (oral) estimate, or the external kiosk's value
     id: str = field(default_factory=new_id)
     clock_synced: bool = True

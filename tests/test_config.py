@@ -39,8 +39,11 @@ def test_example_config_is_valid_and_documents_every_key():
         ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
         ({"device_id": "a b"}, "device_id", "ASCII letters"),
         ({"camera": {"fps": float("nan")}}, "camera.fps", "finite"),
-        ({"classifier": {"model": "fancy"}}, "classifier.model",
-         "must be one of accurate, commercial"),
+        (
+            {"classifier": {"model": "fancy"}},
+            "classifier.model",
+            "must be one of accurate, commercial",
+        ),
     ],
 )
 def test_bad_values_name_the_key(data, key, reason):

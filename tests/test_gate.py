@@ -16,7 +16,9 @@ from kiosk.config import ConfigError, GateConfig, MqttConfig, ThermalConfig, par
 from kiosk.counters import Counters
 from kiosk.detect import Box
 from kiosk.frames import Frame
-from kiosk.gate import ExternalGate, OffGate, ThermalGate, build_gate, verdict
+from kiosk.gate import OffGate, build_gate, verdict
+from kiosk.gate.external import ExternalGate
+from kiosk.gate.thermal import ThermalGate
 from tests.broker import Broker, needs_mosquitto, wait_until
 
 FEVER = "thermal/feverscreen_lepton35"
@@ -48,7 +50,7 @@ def test_unmeasured_may_pass_by_config():
 
 def thermal_gate(device, counters, **thermal) -> ThermalGate:
     cfg = ThermalConfig(source="replay", device=str(device), fps=30, **thermal)
-    return build_gate(GateConfig(mode="thermal"), cfg, counters)
+    return build_gate(GateConfig(mode="thermal"), cfg, counters).start()
 
 
 def watch(gate: ThermalGate, seconds: float, track_id: int = 1) -> tuple[float, float]:
@@ -240,7 +242,7 @@ def test_external_gate_over_mqtt(tmp_path):
     with Broker(tmp_path) as broker:
         mqtt_cfg = MqttConfig(host="127.0.0.1", port=broker.port)
         gate_cfg = GateConfig(mode="external", mqtt_topic="kiosk/screening/decision")
-        gate = build_gate(gate_cfg, ThermalConfig(), Counters(), mqtt_cfg)
+        gate = build_gate(gate_cfg, ThermalConfig(), Counters(), mqtt_cfg).start()
         try:
             assert wait_until(lambda: gate._mqtt.is_connected(), timeout=5)
             t0 = time.monotonic()

@@ -258,7 +258,7 @@ def test_a_broker_that_accepts_then_drops_is_a_warning(tmp_path, caplog):
         p.start()
         assert wait_until(lambda: p._fail_count >= 2, 10)
     finally:
-        p.stop()
+        p.close()
         store.close()
         stop.set()
         thread.join(2)

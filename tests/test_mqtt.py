@@ -78,7 +78,7 @@ def publishers():
     started: list[Publisher] = []
     yield started
     for p in started:
-        p.stop(timeout=2)
+        p.close(timeout=2)
 
 
 def run_publisher(publishers, cfg, store, tz="UTC", counters=None) -> Publisher:
@@ -167,7 +167,7 @@ def test_disabled_publisher_does_nothing(store):
     p = Publisher(MqttConfig(enabled=False), DEV, store, ZoneInfo("UTC"))
     p.start()
     p.wake()
-    p.stop()
+    p.close()
     assert p.client is None
 
 
@@ -228,7 +228,7 @@ def test_payloads_topics_and_retained_flags(tmp_path, store, publishers):
             lambda s: sum(m.topic.startswith("homeassistant/sensor/") for m in s.messages) == 2 * n,
             3,
         )
-        p.stop()
+        p.close()
         assert sub.wait_for(lambda s: s.payloads(f"{base}/status")[-1] == "offline", 3)
         with Subscriber(broker.port, [f"{base}/status"]) as late:
             assert late.wait_for(lambda s: s.payloads(f"{base}/status") == ["offline"], 3)
@@ -270,7 +270,7 @@ def test_password_auth(tmp_path, store, publishers, monkeypatch):
         cfg = fast_cfg(broker.port, username="kiosk", password_env="", password_file=str(secret))
         p = run_publisher(publishers, cfg, store)
         assert sub.wait_for(lambda s: s.on(f"kiosk/{DEV}/visit"), 5)
-        p.stop()
+        p.close()
         # from the environment
         monkeypatch.setenv("KIOSK_MQTT_PASSWORD", "s3cret pass")
         store.add_visit(make_visit(), outbox=True)
@@ -351,8 +351,8 @@ def test_tls_checks_the_hostname_and_the_ca(tmp_path, store, publishers, caplog)
         text = "\n".join(r.getMessage() for r in caplog.records)
         assert "cannot connect to broker" in text and "certificate" in text.lower()
         assert store.outbox_depth() == 1
-        bad_host.stop()
-        bad_ca.stop()
+        bad_host.close()
+        bad_ca.close()
         # tls_insecure turns only the hostname check off.
         cfg = fast_cfg(
             broker.port, host="localhost", tls=True, ca_file=str(tls.ca), tls_insecure=True

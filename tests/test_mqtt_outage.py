@@ -124,7 +124,7 @@ def test_broker_down_10s_while_visits_are_stored_every_visit_arrives(tmp_path):
         assert pub.connects >= 2
     finally:
         stop_storing.set()
-        pub.stop(timeout=2)
+        pub.close(timeout=2)
         sub.stop()
         broker.stop()
         store.close()
@@ -256,5 +256,5 @@ def test_delivered_only_after_the_broker_acknowledges(tmp_path):
             assert pub.delivered == 1
             assert sub.wait_for(lambda s: len(received_ids(s)) == 1, 3)
         finally:
-            pub.stop(timeout=2)
+            pub.close(timeout=2)
             store.close()

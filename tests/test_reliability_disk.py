@@ -139,7 +139,7 @@ def test_records_the_disk_will_not_take_at_exit_are_kept_for_the_next_start(tmp_
     store = Store(f"sqlite:///{db}")  # space again
     rec = Recorder(store, Counters(), ClockTrust("always"), True, lambda v: stored.append(v.id),
                    spill_path=spill)  # fmt: skip
-    rec.recover()
+    rec.start()
     assert stored == queued and not spill.exists()
     assert store.visit_count() == len(visits)
     store.close()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from kiosk.config import ThermalConfig
 from kiosk.thermal.bodytemp import background_c
 from kiosk.thermal.frame import frame_problem
 
@@ -191,6 +192,8 @@ class ReferenceTracker:
             self.disc = Disc(0, 0, 0, box=self.box)
         elif not self._locate(smoothed):
             return
+        if self.disc is None:
+            return
         self.last_reading_c = disc_reading(celsius, self.disc)
         if self.known_c is None:
             return
@@ -240,7 +243,7 @@ class MeasureSettings:
     min_face_fraction: float = 0.015
 
     @classmethod
-    def from_config(cls, cfg) -> MeasureSettings:
+    def from_config(cls, cfg: ThermalConfig) -> MeasureSettings:
         return cls(
             emissivity=cfg.emissivity,
             offset_c=cfg.offset_c,
