@@ -16,7 +16,7 @@ from kiosk.config import ConfigError, GateConfig, MqttConfig, ThermalConfig, par
 from kiosk.counters import Counters
 from kiosk.detect import Box
 from kiosk.frames import Frame
-from kiosk.gate import OffGate, build_gate, verdict
+from kiosk.gate import GateResult, OffGate, build_gate, verdict
 from kiosk.gate.external import ExternalGate
 from kiosk.gate.thermal import ThermalGate
 from kiosk.thermal.bodytemp import load_core_model
@@ -70,15 +70,20 @@ def watch(gate: ThermalGate, seconds: float, track_id: int = 1) -> tuple[float, 
     return start, time.monotonic()
 
 
+def one_visit(device, seconds: float, counters: Counters | None = None, **thermal) -> GateResult:
+    """A started gate shown one tracked face for `seconds`, then closed: that visit's result."""
+    gate = thermal_gate(device, counters or Counters(), **thermal)
+    try:
+        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
+        return gate.decide(1, *watch(gate, seconds))
+    finally:
+        gate.close()
+
+
 def test_thermal_gate_passes_a_normal_visitor_and_fails_a_fever(shared_data):
     path = shared_data / FEVER / "testr.npz"
     counters = Counters()
-    gate = thermal_gate(path, counters, rotate=1, reference_c=TESTR_DISC_C)
-    try:
-        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
-        result = gate.decide(1, *watch(gate, 3.0))
-    finally:
-        gate.close()
+    result = one_visit(path, 3.0, counters, rotate=1, reference_c=TESTR_DISC_C)
     assert result.status == "pass" and result.record
     assert 36.0 <= result.temperature_c < 37.5
     # The estimate is of the body: above the skin it came from, which is kept beside it.
@@ -86,12 +91,7 @@ def test_thermal_gate_passes_a_normal_visitor_and_fails_a_fever(shared_data):
     assert counters.thermal_rejected == 0
 
     # The same person, read 1.5 C hotter (a fever), must fail and not be recorded.
-    gate = thermal_gate(path, counters, rotate=1, reference_c=TESTR_DISC_C, offset_c=1.5)
-    try:
-        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
-        fever = gate.decide(1, *watch(gate, 3.0))
-    finally:
-        gate.close()
+    fever = one_visit(path, 3.0, counters, rotate=1, reference_c=TESTR_DISC_C, offset_c=1.5)
     assert fever.status == "fail" and not fever.record
     assert fever.skin_c == pytest.approx(result.skin_c + 1.5, abs=0.3)
     # The room is the same background, so the estimate moves as the model says it should.
@@ -103,15 +103,10 @@ def test_thermal_gate_passes_a_normal_visitor_and_fails_a_fever(shared_data):
 def test_a_fever_the_skin_threshold_would_pass_fails_on_the_estimate(shared_data):
     """A canthus 1.5 C warmer than testr's: 36.6 C skin, under the old 37.5 C skin threshold,
     but an oral estimate above 37.15 C. The configured room is used as it is."""
-    gate = thermal_gate(
-        shared_data / FEVER / "testr.npz", Counters(), rotate=1, reference_c=TESTR_DISC_C,
+    result = one_visit(
+        shared_data / FEVER / "testr.npz", 2.0, rotate=1, reference_c=TESTR_DISC_C,
         offset_c=1.5, ambient_c=24.0,
     )  # fmt: skip
-    try:
-        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
-        result = gate.decide(1, *watch(gate, 2.0))
-    finally:
-        gate.close()
     assert result.status == "fail" and not result.record
     assert result.skin_c < 37.5 <= result.temperature_c + 0.3
     assert result.temperature_c >= GateConfig().threshold_c
@@ -127,12 +122,7 @@ def test_cold_room_real_frames(shared_data, caplog):
         ("cold skin admitted", {"skin_min_c": 25.0}),
         ("room configured 24 C", {"skin_min_c": 25.0, "ambient_c": 24.0}),
     ):
-        gate = thermal_gate(path, Counters(), rotate=1, reference="off", **extra)
-        try:
-            assert wait_until(lambda g=gate: g.source.latest() is not None, timeout=5)
-            results[name] = gate.decide(1, *watch(gate, 1.5))
-        finally:
-            gate.close()
+        results[name] = one_visit(path, 1.5, rotate=1, reference="off", **extra)
     # A face too cold to read is unmeasured, never a pass.
     assert results["as configured"].status == "unmeasured"
     assert not results["as configured"].record
@@ -193,32 +183,14 @@ def test_two_visitors_at_once_in_single_person_mode_are_unmeasured(shared_data):
 
 def test_reading_beyond_the_skin_range_is_unmeasured_not_fail(shared_data):
     # testr's canthus reads about 35.1 C with the disc at TESTR_DISC_C: +9 puts it past 43 C.
-    counters = Counters()
-    gate = thermal_gate(
-        shared_data / FEVER / "testr.npz",
-        counters,
-        rotate=1,
-        reference_c=TESTR_DISC_C,
-        offset_c=9.0,
-    )
-    try:
-        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
-        result = gate.decide(1, *watch(gate, 1.0))
-    finally:
-        gate.close()
+    path = shared_data / FEVER / "testr.npz"
+    result = one_visit(path, 1.0, rotate=1, reference_c=TESTR_DISC_C, offset_c=9.0)
     assert result.status == "unmeasured" and not result.record
 
 
 def test_empty_scene_is_unmeasured_never_pass(shared_data):
-    counters = Counters()
-    gate = thermal_gate(
-        shared_data / FEVER / "20210326-091927.npz", counters, rotate=1, reference_c=37.0
-    )
-    try:
-        assert wait_until(lambda: gate.source.latest() is not None, timeout=5)
-        result = gate.decide(1, *watch(gate, 2.0))
-    finally:
-        gate.close()
+    path = shared_data / FEVER / "20210326-091927.npz"
+    result = one_visit(path, 2.0, rotate=1, reference_c=37.0)
     assert result.status == "unmeasured" and not result.record
 
 
