@@ -39,12 +39,13 @@ def fill(db: Path, old_visits: int, pending: int, devices=("door",), old_day: in
     recent = (NOW - timedelta(hours=1)).replace(tzinfo=None)
 
     def row(device: str, t: datetime) -> tuple:
-        return (str(uuid.uuid4()), device, t, t, "25-32", 0.9, "male", 0.9, None, "off", 9, "m", 1)
+        visit = (str(uuid.uuid4()), device, t, t, "25-32", 0.9, "male", 0.9, None, "off", 9, "m")
+        return (*visit, 1, None)  # clock_synced (v2), skin_c (v4)
 
     rows = [row(d, day + timedelta(seconds=i)) for d in devices for i in range(old_visits)]
     fresh = [row(devices[0], recent) for _ in range(pending)]
     with sqlite3.connect(db) as conn:
-        conn.executemany("INSERT INTO visits VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows + fresh)
+        conn.executemany("INSERT INTO visits VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows + fresh)
         conn.executemany(
             "INSERT INTO outbox (visit_id, created_at) VALUES (?, ?)",
             [(r[0], recent) for r in fresh],
@@ -205,7 +206,7 @@ def test_export_cells_cannot_run_as_formulas(tmp_path, capsys):
     with sqlite3.connect(db) as conn:
         conn.execute(
             "INSERT INTO visits VALUES ('v1', '-door', ?, ?, '25-32', 0.9, 'male', 0.9, NULL,"
-            " 'off', 9, '=HYPERLINK(\"http://x\")', 1)",
+            " 'off', 9, '=HYPERLINK(\"http://x\")', 1, NULL)",
             (t, t),
         )
     args = ["--db", str(db), "--tz", "UTC", "--from", "2026-01-02", "--to", "2026-01-02"]
