@@ -231,7 +231,7 @@ def test_export_into_a_closed_pipe_is_quiet(tmp_path):
 # -- the broker that accepts, then drops -------------------------------------------------
 
 
-def test_a_broker_that_accepts_then_drops_is_a_warning(tmp_path, caplog):
+def test_a_broker_that_accepts_then_drops_is_a_warning(tmp_path, caplog, store):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -252,7 +252,6 @@ def test_a_broker_that_accepts_then_drops_is_a_warning(tmp_path, caplog):
     cfg = parse_config(
         {"mqtt": {"enabled": True, "port": port, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5}}
     ).mqtt
-    store = Store(f"sqlite:///{tmp_path / 'kiosk.db'}")
     caplog.set_level(logging.INFO, logger="kiosk.mqtt")
     p = Publisher(cfg, "door", store, UTC_ZONE, Counters())
     try:

@@ -63,3 +63,37 @@ def test_layout_rule_catches_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from kiosk.store import Store\n    import cv2\n")
     assert {"kiosk.store", "kiosk.store.Store", "cv2"} <= imports(bad)
+
+
+def test_the_daemon_does_not_import_the_report_cli():
+    known = modules()
+    for name in ("kiosk.service", "kiosk.retention", "kiosk.mqtt", "kiosk.recorder"):
+        assert not {i for i in imports(known[name]) if i.startswith("kiosk.report")}, name
+
+
+def test_one_mqtt_client_factory():
+    """Only kiosk/mqttclient.py builds a paho client; everything else asks it for one."""
+    builders = [
+        module_name(path)
+        for path in KIOSK.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "Client"
+    ]
+    assert builders == ["kiosk.mqttclient"]
+
+
+def test_config_sections_are_typed():
+    """A parameter that carries config (cfg, config, section, *_cfg) names its section's type."""
+    loose = []
+    for path in KIOSK.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for arg in node.args.args + node.args.kwonlyargs:
+                carries = arg.arg in ("cfg", "config", "section") or arg.arg.endswith("_cfg")
+                hint = ast.unparse(arg.annotation) if arg.annotation else "Any"
+                if carries and (hint == "Any" or "Config" not in hint):
+                    loose.append(f"{module_name(path)}.{node.name}({arg.arg}: {hint})")
+    assert loose == []

@@ -22,10 +22,10 @@ from kiosk.daystats import day_stats
 from kiosk.discovery import discovery_configs
 from kiosk.labels import AGE_GROUPS
 from kiosk.mqtt import Publisher
-from kiosk.store import Store
 from kiosk.visit import Check, Visit
 from kiosk.wire import stats_payload
 from tests.broker import Broker, Subscriber, add_user, make_tls_files, needs_mosquitto, wait_until
+from tests.conftest import new_visit
 
 DEV = "kiosk-test_1"
 VISIT_KEYS = {
@@ -45,17 +45,15 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 def make_visit(
     age="25-32", gender="female", ended: datetime | None = None, temp=36.6, device=DEV
 ) -> Visit:
-    ended = ended or datetime.now(UTC)
-    return Visit(
-        device_id=device,
-        started_at=ended - timedelta(seconds=3),
-        ended_at=ended,
-        age_group=age,
-        age_confidence=0.81234,
+    """The shared factory with this file's values (a 3 s visit ending at `ended`)."""
+    return new_visit(
+        ended=ended,
+        age=age,
         gender=gender,
-        gender_confidence=0.9,
+        device=device,
         temperature_c=temp,
-        temperature_status="pass",
+        duration_s=3,
+        age_confidence=0.81234,
         frames=9,
         model_version="test",
     )
@@ -64,13 +62,6 @@ def make_visit(
 def fast_cfg(port: int, **kw) -> MqttConfig:
     base = dict(enabled=True, port=port, reconnect_min_s=0.1, reconnect_max_s=0.5)
     return MqttConfig(**(base | kw))
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'kiosk.db'}")
-    yield s
-    s.close()
 
 
 @pytest.fixture
