@@ -194,12 +194,16 @@ class ThermalConfig:
     reference: str = "auto"
     reference_c: float | None = opt(None, ge=-50, le=100)
     reference_smoothing: float = opt(0.1, gt=0, le=1)
+    # The room temperature in C for the body estimate; none reads it from the frame background.
+    ambient_c: float | None = opt(None, ge=-30, le=60)
 
 
 @dataclass
 class GateConfig:
     mode: str = opt("off", choices=("off", "thermal", "external"))
-    threshold_c: float = opt(37.5, gt=30, lt=45)
+    # On the body (oral) estimate: kiosk/thermal/core_model.json's threshold_c, held out on the
+    # FDA study at 90 % sensitivity and specificity for oral >= 37.5 (docs/thermal.md).
+    threshold_c: float = opt(37.15, gt=30, lt=45)
     unmeasured_passes: bool = False
     # external mode: local HTTP port (0 = off) and/or MQTT topic for pass/fail decisions
     http_host: str = "127.0.0.1"

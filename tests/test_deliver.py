@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kiosk.store import Store
-from kiosk.visit import Visit
+from tests.conftest import new_visit
 
 aiosmtpd = pytest.importorskip("aiosmtpd", reason="the test extra's aiosmtpd is not installed")
 from aiosmtpd.controller import Controller  # noqa: E402
@@ -92,7 +92,7 @@ def _door(tmp_path: Path, port: int, cert: Path) -> tuple[Path, Path, datetime]:
     store = Store(f"sqlite:///{state / 'kiosk.db'}")
     for i, (age, gender) in enumerate([("8-12", "female"), ("25-32", "male"), ("25-32", "male")]):
         at = (noon + timedelta(minutes=i)).astimezone(UTC)
-        store.add_visit(Visit("door-a", at, at, age, 0.7, gender, 0.9, None, "off", 8, "m"))
+        store.add_visit(new_visit(at, age, gender, "door-a"))
     store.close()
     config = tmp_path / "config.yaml"
     config.write_text(

@@ -19,7 +19,7 @@ import pytest
 from kiosk.config import DEVICE_ID, load_config
 from kiosk.setup import system_timezone
 from kiosk.store import Store
-from kiosk.visit import Visit
+from tests.conftest import new_visit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,7 +183,7 @@ def _check_report_wrapper(prefix: Path, device_id: str) -> None:
     state = prefix / "var" / "lib" / "kiosk"
     store = Store(f"sqlite:///{state / 'kiosk.db'}")
     at = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
-    store.add_visit(Visit(device_id, at, at, "38-43", 0.8, "male", 0.9, None, "off", 9, "m"))
+    store.add_visit(new_visit(at, "38-43", "male", device_id))
     store.close()
     r = subprocess.run(
         [str(wrapper), "export", "--from", "2026-03-04", "--to", "2026-03-04", "--tz", "UTC"],

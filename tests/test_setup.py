@@ -139,4 +139,4 @@ def test_grab_of_a_missing_device_says_so(caplog: pytest.LogCaptureFixture) -> N
     finally:
         source.close()
     assert not os.path.exists("/dev/video77")
-    assert "/dev/video77: no such device (`kioskd cameras` lists" in caplog.text
+    assert "cannot open: /dev/video77: no such device (`kioskd cameras` lists" in caplog.text
