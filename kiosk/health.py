@@ -51,7 +51,7 @@ def free_bytes(path: Path | None) -> int | None:
         return None
 
 
-def thermal_state(source: ThermalSource) -> str:
+def thermal_state(source: ThermalSource, stall_timeout_s: float) -> str:
     """streaming, waiting (no frame within its stall timeout) or ended."""
     if source.ended:
         return "ended"
@@ -59,4 +59,4 @@ def thermal_state(source: ThermalSource) -> str:
     if latest is None:
         return "waiting for the first frame"
     age_s = time.monotonic() - latest.t_mono
-    return "streaming" if age_s <= source.stall_timeout_s else f"no frame for {age_s:.0f} s"
+    return "streaming" if age_s <= stall_timeout_s else f"no frame for {age_s:.0f} s"

@@ -71,6 +71,7 @@ class ClosedVisit:
     temperature_c: float | None
     temperature_status: VisitStatus
     frames: int
+    skin_c: float | None = None
 
     def classified(self, demo: Demographics, model_version: str) -> Visit:
         return Visit(
@@ -85,6 +86,7 @@ class ClosedVisit:
             temperature_status=self.temperature_status,
             frames=self.frames,
             model_version=model_version,
+            skin_c=self.skin_c,
         )
 
 
@@ -181,6 +183,7 @@ class Pipeline(Part):
                         track.last_wall,
                         cast(CheckStatus, result.status),
                         result.temperature_c,
+                        skin_c=result.skin_c,
                     )  # fmt: skip
                 )
                 continue
@@ -192,6 +195,7 @@ class Pipeline(Part):
                 temperature_c=result.temperature_c,
                 temperature_status=cast(VisitStatus, result.status),  # recorded: not fail
                 frames=track.frames,
+                skin_c=result.skin_c,
             )
             self.closing.submit(partial(self._classified, visit, self.demographics(track)))
             log.debug(

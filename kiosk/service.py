@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -20,9 +21,9 @@ from kiosk.classify import Classifier
 from kiosk.clock import ClockTrust
 from kiosk.config import EX_CONFIG, Config, ConfigError, load_config
 from kiosk.counters import Counters
-from kiosk.days import today
+from kiosk.days import local_day, today
 from kiosk.focus import FocusedDetector
-from kiosk.frames import CameraSource
+from kiosk.frames import CameraSource, is_live, resolve_source
 from kiosk.gate import build_gate
 from kiosk.gate.thermal import ThermalGate
 from kiosk.health import Health, free_bytes, thermal_state
@@ -48,6 +49,14 @@ RETENTION_INTERVAL_S = 24 * 3600.0
 SPILL_NAME = "kiosk-unstored.jsonl"
 
 
+def clock_mode(cfg: Config) -> str:
+    """clock.trust, except that `auto` trusts a replayed file: its times are the replay's,
+    so there is nothing to flag, restamp or hold back from MQTT (the demo)."""
+    if cfg.clock.trust == "auto" and not is_live(resolve_source(cfg.camera.source)):
+        return "always"
+    return cfg.clock.trust
+
+
 class Daemon:
     """kioskd: its parts in data-flow order, entered into one ExitStack by `start()`, so that
     `close()` shuts them down in the reverse order."""
@@ -71,7 +80,7 @@ class Daemon:
         self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.store, cfg.tz, self.counters)
         # Disk full / untrusted clock: see kiosk/recorder.py.
         self.recorder = Recorder(
-            self.store, self.counters, ClockTrust(cfg.clock.trust), cfg.mqtt.enabled,
+            self.store, self.counters, ClockTrust(clock_mode(cfg)), cfg.mqtt.enabled,
             on_visit=self._visit_committed,
             spill_path=(self.store.path.parent if self.store.path else cfg.state_path) / SPILL_NAME,
         )  # fmt: skip
@@ -162,20 +171,21 @@ class Daemon:
         try:
             from kiosk.web.server import WebServer
         except ImportError as exc:
-            why = f"needs {exc.name or 'Flask'}: pip install 'kiosk[web]'"
+            why = f"needs {exc.name or 'Flask'}: pip install 'kioskd[web]'"
             raise ConfigError("web.enabled", why) from None
         return WebServer.from_config(c.web, c.database_url, c.device_id, c.tz, self.health)
 
     def health(self) -> Health:
         """The web page's health snapshot; read on a web thread."""
         thermal = self.gate.source if isinstance(self.gate, ThermalGate) else None
+        stall_s = self.cfg.thermal.stall_timeout_s
         return Health(
             version=__version__,
             device_id=self.cfg.device_id,
             uptime_s=self.counters.uptime_s(),
             camera=self.source.state,
             fps=self.counters.fps,
-            thermal=None if thermal is None else thermal_state(thermal),
+            thermal=None if thermal is None else thermal_state(thermal, stall_s),
             mqtt_enabled=self.cfg.mqtt.enabled,
             mqtt_connected=self.publisher.connected,
             outbox_depth=self.store.outbox_depth() if self.cfg.mqtt.enabled else None,
@@ -190,7 +200,8 @@ class Daemon:
         self.counters.last_visit_at = visit.ended_at
         self.publisher.wake()
         log.info(
-            "visit %s committed: %s %s (%.0f%% / %.0f%%), %d frames, %.1f s, temperature %s",
+            "visit %s committed: %s %s (confidence: gender %.0f%%, age group %.0f%%), %d frames, "
+            "%.1f s, temperature %s",
             visit.id, visit.gender, visit.age_group, visit.gender_confidence * 100,
             visit.age_confidence * 100, visit.frames,
             (visit.ended_at - visit.started_at).total_seconds(), visit.temperature_status,
@@ -253,6 +264,7 @@ class Daemon:
         try:
             while not self.stop_requested.is_set():
                 frame = self.source.read(timeout=0.25)
+                self.counters.source_reconnects = self.source.reconnects
                 now = time.monotonic()
                 if frame is not None:
                     self.pipeline.process(frame)
@@ -266,6 +278,7 @@ class Daemon:
                 else:
                     self.pipeline.tick(now, datetime.now(UTC))
                 self.recorder.poll(now)
+                self._track_health()
                 if self.hangup_pending and self.config_reloads():
                     self.restart_requested = True
                     break
@@ -284,7 +297,27 @@ class Daemon:
                     break
         finally:
             self.close()
+        if self.source.ended:  # a file was replayed (the demo): say what to do with it
+            log.info("%s", self.next_steps())
         return 0
+
+    def next_steps(self) -> str:
+        """The line a first run ends with: the report command that shows these visits."""
+        day = local_day(datetime.now(UTC), self.cfg.tz)
+        config = shlex.quote(self.config_path or "CONFIG")
+        where = self.store.path or redact_url(self.cfg.database_url)
+        return (
+            f"next: kiosk-report daily --config {config} --date {day.isoformat()}; the visits "
+            f"are in {where}; for a camera at a door: kioskd cameras, then kioskd setup"
+        )
+
+    def _track_health(self) -> None:
+        """Camera state and clock trust for the stats (Home Assistant shows both): sent soon
+        after either changes."""
+        c, state, synced = self.counters, self.source.state, self.recorder.clock_synced
+        if (state, synced) != (c.camera_state, c.clock_synced):
+            c.camera_state, c.clock_synced = state, synced
+            self.publisher.wake()
 
     def config_reloads(self) -> bool:
         """SIGHUP: restart only into a config that loads; a broken edit keeps this run."""
@@ -299,7 +332,12 @@ class Daemon:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="kioskd", description="kiosk store-entrance daemon")
+    ap = argparse.ArgumentParser(
+        prog="kioskd",
+        description="kiosk store-entrance daemon. First time at a door: `kioskd cameras` lists "
+        "the cameras, `kioskd setup` writes the config. `kioskd forget DEVICE_ID --config "
+        "FILE` removes a device id that is gone from MQTT and Home Assistant.",
+    )
     ap.add_argument("--config", required=True, help="YAML config file")
     ap.add_argument("--check-config", action="store_true", help="validate the config and exit")
     ap.add_argument("--max-frames", type=int, help="stop after this many frames")
@@ -309,6 +347,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["setup"], ["cameras"]):
+        from kiosk.setup import main as setup_main  # no models or database to load for these
+
+        return setup_main(argv)
+    if argv[:1] == ["forget"]:
+        from kiosk.forget import main as forget_main
+
+        return forget_main(argv[1:])
     # Until the daemon's handlers are in place (models, database, camera take seconds), a
     # reload or a stray USR2 must not kill it; they are handled from READY on.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

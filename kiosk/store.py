@@ -48,7 +48,7 @@ from kiosk.visit import Check, Visit
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class StoreError(Exception):
@@ -81,6 +81,8 @@ class VisitRow(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     # v2: false while the wall clock was not trusted yet (kiosk/clock.py).
     clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=text("1"))
+    # v4: the skin reading the body estimate (temperature_c) came from; NULL before v4.
+    skin_c: Mapped[float | None] = mapped_column(Float, nullable=True)
     __table_args__ = (Index("ix_visits_started_at", "started_at", "device_id"),)
 
 
@@ -94,6 +96,7 @@ class CheckRow(Base):
     status: Mapped[str] = mapped_column(String(12))
     temperature_c: Mapped[float | None] = mapped_column(Float, nullable=True)
     clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=text("1"))
+    skin_c: Mapped[float | None] = mapped_column(Float, nullable=True)  # v4
     __table_args__ = (Index("ix_checks_at", "at", "device_id"),)
 
 
@@ -133,6 +136,7 @@ def visit_from_row(row: VisitRow) -> Visit:
         frames=row.frames,
         model_version=row.model_version,
         clock_synced=row.clock_synced,
+        skin_c=row.skin_c,
     )
 
 
@@ -236,6 +240,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # Without it one day's purge scanned the whole outbox per visit: 37.6 s with 100k pending.
     2: ("CREATE INDEX IF NOT EXISTS ix_outbox_visit_id ON outbox (visit_id)",),
+    # temperature_c became a body estimate; the skin reading it came from is kept beside it.
+    # Earlier rows hold a skin reading in temperature_c and NULL here.
+    3: (
+        "ALTER TABLE visits ADD COLUMN skin_c FLOAT",
+        "ALTER TABLE checks ADD COLUMN skin_c FLOAT",
+    ),
 }
 
 
@@ -400,6 +410,7 @@ class Store(Part):
                     frames=visit.frames,
                     model_version=visit.model_version,
                     clock_synced=visit.clock_synced,
+                    skin_c=visit.skin_c,
                 )
             )
             if outbox:
@@ -417,6 +428,7 @@ class Store(Part):
                     status=check.status,
                     temperature_c=check.temperature_c,
                     clock_synced=check.clock_synced,
+                    skin_c=check.skin_c,
                 )
             )
 

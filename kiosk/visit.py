@@ -24,13 +24,14 @@ class Visit:
     age_confidence: float
     gender: str
     gender_confidence: float
-    temperature_c: float | None
+    temperature_c: float | None  # the body (oral) estimate, or the external kiosk's value
     temperature_status: VisitStatus  # unmeasured when it passes by config
     frames: int
     model_version: str
     id: str = field(default_factory=new_id)
     # False while the wall clock was not yet trusted (see kiosk/clock.py).
     clock_synced: bool = True
+    skin_c: float | None = None  # the skin reading the estimate came from (thermal gate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class Check:
     device_id: str
     at: datetime  # UTC, timezone-aware
     status: CheckStatus
-    temperature_c: float | None
+    temperature_c: float | None  # the body (oral) estimate, or the external kiosk's value
     id: str = field(default_factory=new_id)
     clock_synced: bool = True
+    skin_c: float | None = None  # the skin reading the estimate came from (thermal gate)

@@ -91,7 +91,7 @@ def browser() -> Iterator:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1280,1100", "--disable-gpu"):  # fmt: skip
+                "--window-size=1280,1700", "--disable-gpu"):  # fmt: skip
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:

@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class GateResult:
     status: GateStatus
+    # The body (oral) estimate the status was decided on, or the external kiosk's own value.
     temperature_c: float | None = None
     # Whether the visit's demographics are recorded (unmeasured may pass by config).
     record: bool = True
+    skin_c: float | None = None  # the skin reading behind the estimate (thermal gate)
 
 
 class Gate(Protocol):
@@ -63,13 +65,18 @@ class OffGate(Part):
         return None
 
 
-def verdict(temperature_c: float | None, threshold_c: float, unmeasured_passes: bool) -> GateResult:
+def verdict(
+    temperature_c: float | None,
+    threshold_c: float,
+    unmeasured_passes: bool,
+    skin_c: float | None = None,
+) -> GateResult:
     """pass below the threshold, fail at or above it, unmeasured without a valid reading."""
     if temperature_c is None:
         return GateResult("unmeasured", None, record=unmeasured_passes)
     if temperature_c >= threshold_c:
-        return GateResult("fail", temperature_c, record=False)
-    return GateResult("pass", temperature_c, record=True)
+        return GateResult("fail", temperature_c, record=False, skin_c=skin_c)
+    return GateResult("pass", temperature_c, record=True, skin_c=skin_c)
 
 
 def build_gate(

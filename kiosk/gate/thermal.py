@@ -1,5 +1,6 @@
-"""The thermal gate: a radiometric camera measures each tracked face; the visit's median
-reading is judged against the threshold."""
+"""The thermal gate: a radiometric camera measures each tracked face; the visit's skin
+reading (the median of its best frames) and its room give a body estimate, which is judged
+against the threshold."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from kiosk.detect import Box
 from kiosk.frames import Frame
 from kiosk.gate import GateResult, verdict
 from kiosk.lifecycle import Part
+from kiosk.limits import LogEvery
+from kiosk.thermal.bodytemp import CoreModel, load_core_model
 from kiosk.thermal.measure import (
     FaceThermometer,
     MeasureSettings,
@@ -22,6 +25,7 @@ from kiosk.thermal.measure import (
     Reading,
     ReferenceTracker,
     aggregate,
+    room_c,
 )
 from kiosk.thermal.register import map_box
 from kiosk.thermal.sources import ThermalSource, source_from_config
@@ -33,7 +37,9 @@ TWO_VISITORS_WINDOW_S = 1.0
 
 
 class ThermalGate(Part):
-    """Measures each tracked face in the latest thermal frame and judges the visit's median.
+    """Measures each tracked face in the latest thermal frame and judges the visit's body
+    estimate: the core model on its median skin reading and the room (`ambient_c`, or the
+    frames' background when it is None).
 
     With a homography the visible face box is mapped into thermal pixels; without one
     (single_person mode) the largest warm head-sized blob is the tracked visitor. Each thermal
@@ -51,6 +57,8 @@ class ThermalGate(Part):
         homography: np.ndarray | None = None,
         best_readings: int = 5,
         max_age_s: float = 1.0,
+        ambient_c: float | None = None,
+        model: CoreModel | None = None,
     ) -> None:
         self.source = source
         self.thermometer = thermometer
@@ -60,6 +68,9 @@ class ThermalGate(Part):
         self.homography = homography
         self.best_readings = best_readings
         self.max_age_s = max_age_s
+        self.ambient_c = ambient_c
+        self.model = model or load_core_model()
+        self._room_warning = LogEvery(log, logging.WARNING, interval_s=3600.0)
         self._readings: dict[int, dict[int, Reading]] = {}
         self._prepared_index = -1
         self._prepared: Prepared | Reading | None = None
@@ -88,6 +99,7 @@ class ThermalGate(Part):
             homography=homography,
             best_readings=thermal.best_readings,
             max_age_s=max(1.0, 2.0 / thermal.fps),
+            ambient_c=thermal.ambient_c,
         )
 
     def start(self) -> Self:
@@ -147,15 +159,30 @@ class ThermalGate(Part):
     def decide(self, track_id: int, started_mono: float, ended_mono: float) -> GateResult:
         self._seen.pop(track_id, None)
         readings = list(self._readings.pop(track_id, {}).values())
-        temperature, spread = aggregate(readings, self.best_readings)
+        skin, spread = aggregate(readings, self.best_readings)
+        room = self.ambient_c if self.ambient_c is not None else room_c(readings)
+        estimate = None
+        if skin is not None and room is not None:
+            estimate = self.model.estimate(skin, room)
+            self._check_room(room)
         valid = [r for r in readings if r.ok]
         # Temperatures stay out of the normal log: they belong in the local database only.
         log.debug(
-            "thermal check track %d: %s C from %d/%d readings, spread %s C, face %s px",
-            track_id, temperature, len(valid), len(readings), spread,
-            max((r.face_pixels for r in valid), default=0),
+            "thermal check track %d: skin %s C from %d/%d readings, spread %s C, face %s px,"
+            " room %s C, estimate %s C",
+            track_id, skin, len(valid), len(readings), spread,
+            max((r.face_pixels for r in valid), default=0), room, estimate,
         )  # fmt: skip
-        return verdict(temperature, self.threshold_c, self.unmeasured_passes)
+        return verdict(estimate, self.threshold_c, self.unmeasured_passes, skin_c=skin)
+
+    def _check_room(self, room: float) -> None:
+        low, high = self.model.ambient_range_c
+        if not low <= room <= high:
+            self._room_warning(
+                "thermal gate: the room reads %.1f C, outside the %.1f-%.1f C the body estimate"
+                " was fitted on; it extrapolates there (docs/thermal.md)",
+                room, low, high,
+            )  # fmt: skip
 
     def forget(self, track_id: int) -> None:
         self._seen.pop(track_id, None)

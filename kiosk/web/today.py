@@ -1,8 +1,9 @@
 """What the Today page and `GET /api/today` show, read from the store in the store's timezone.
 
 Today's totals come from `kiosk.daystats.day_stats` (the same numbers as the MQTT `stats`
-message); the hours, the age x gender table and the 30-day trend are three indexed range
-scans; the latest visits one indexed lookup. Bounds come from `kiosk.days`.
+message), the hours and the age x gender table from `kiosk.periods` (as `kiosk-report daily
+--by hour` counts them), the 30-day trend from one indexed range scan, the latest visits from
+one indexed lookup. Bounds come from `kiosk.days`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from kiosk.days import day_bucket, hour_buckets, local_day
+from kiosk.days import day_bucket, local_day
 from kiosk.daystats import day_stats
 from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.periods import PeriodCounts, add_up, count_periods
 from kiosk.store import Store
 from kiosk.wire import Stats, stats_payload
 
@@ -48,28 +50,20 @@ class Today:
     latest: list[RecentVisit]
 
 
-def age_gender(stats_counts: dict[tuple[int, str, str], int]) -> dict[str, dict[str, int]]:
-    table = {age: dict.fromkeys(GENDERS, 0) for age in AGE_GROUPS}
-    for (_, age, gender), n in stats_counts.items():
-        if age in table and gender in table[age]:
-            table[age][gender] += n
-    return table
+def hours_of(store: Store, now: datetime, tz: ZoneInfo, device_id: str) -> list[PeriodCounts]:
+    """Today's local hours, as `kiosk-report daily --by hour` counts them."""
+    return list(count_periods(store, [local_day(now, tz)], tz, "hour", device_id))
 
 
-def hours_of(store: Store, now: datetime, tz: ZoneInfo, device_id: str) -> tuple[list[Hour], dict]:
-    buckets = hour_buckets(local_day(now, tz), tz)
-    edges = [b.start for b in buckets] + [buckets[-1].end]
-    visits = store.visit_counts_binned(edges, device_id)
-    checks = store.check_counts_binned(edges, device_id)
-    hours = []
-    for i, b in enumerate(buckets):
-        by_gender = dict.fromkeys(GENDERS, 0)
-        for (j, _, gender), n in visits.items():
-            if j == i and gender in by_gender:
-                by_gender[gender] += n
-        failed, unmeasured = checks.get((i, "fail"), 0), checks.get((i, "unmeasured"), 0)
-        hours.append(Hour(b.hour or "", by_gender, failed, unmeasured))
-    return hours, visits
+def age_gender(hours: list[PeriodCounts]) -> dict[str, dict[str, int]]:
+    day = add_up(hours, hours[0].bucket)
+    return {age: {g: day.visitors[(age, g)] for g in GENDERS} for age in AGE_GROUPS}
+
+
+def hour_of(p: PeriodCounts) -> Hour:
+    label = p.bucket.hour or ""
+    return Hour(label, {g: p.by_gender(g) for g in GENDERS}, p.checks["fail"],
+                p.checks["unmeasured"])  # fmt: skip
 
 
 def trend_of(store: Store, now: datetime, tz: ZoneInfo, device_id: str) -> list[tuple[str, int]]:
@@ -85,7 +79,7 @@ def trend_of(store: Store, now: datetime, tz: ZoneInfo, device_id: str) -> list[
 
 def today(store: Store, device_id: str, tz: ZoneInfo, now: datetime | None = None) -> Today:
     now = now or datetime.now(UTC)
-    hours, binned = hours_of(store, now, tz, device_id)
+    hours = hours_of(store, now, tz, device_id)
     latest = [
         RecentVisit(v.started_at.astimezone(tz), v.age_group, v.gender, v.gender_confidence,
                     v.temperature_status)
@@ -93,8 +87,8 @@ def today(store: Store, device_id: str, tz: ZoneInfo, now: datetime | None = Non
     ]  # fmt: skip
     return Today(
         stats=day_stats(store, device_id, tz, now=now),
-        age_gender=age_gender(binned),
-        hours=hours,
+        age_gender=age_gender(hours),
+        hours=[hour_of(p) for p in hours],
         trend=trend_of(store, now, tz, device_id),
         latest=latest,
     )
