@@ -40,8 +40,9 @@ MAX_REQUEST_S = 15.0
 REQUESTS_PER_S, REQUESTS_BURST = 25.0, 50
 # After refusing one, the accept loop pauses this long: a client that reconnects as fast as it
 # is closed would otherwise keep it spinning (45 % of a core here); meanwhile the kernel's
-# backlog holds or drops new connections at no cost to kioskd. Web threads are not made nicer
-# than the frame loop: one holding the GIL while the kernel keeps it waiting stalls the loop.
+# backlog holds or drops new connections at no cost to kioskd. (Web threads at nice +10 were
+# tried and measured worse: a thread holding the GIL while the kernel makes it wait stalls
+# the frame loop; docs/web.md.)
 REFUSED_PAUSE_S = 0.05
 
 
