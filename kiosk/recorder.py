@@ -130,7 +130,7 @@ class Recorder:
             if isinstance(record, Visit):
                 self.store.add_visit(record, outbox=self.outbox)
             else:
-                self.store.add_check(record)
+                self.store.add_check(record, outbox=self.outbox)
         except IntegrityError:
             # Already stored by an earlier try whose commit reached the disk.
             log.warning("record %s was already stored", record.id)

@@ -30,7 +30,7 @@ from sqlalchemy import (
     inspect,
     literal,
     select,
-    text,
+    true,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -43,7 +43,7 @@ from kiosk.visit import Check, Visit
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class StoreError(Exception):
@@ -75,7 +75,7 @@ class VisitRow(Base):
     frames: Mapped[int] = mapped_column(Integer)
     model_version: Mapped[str] = mapped_column(String(64))
     # v2: false while the wall clock was not trusted yet (kiosk/clock.py).
-    clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=text("1"))
+    clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=true())
     __table_args__ = (Index("ix_visits_started_at", "started_at", "device_id"),)
 
 
@@ -88,7 +88,7 @@ class CheckRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(12))
     temperature_c: Mapped[float | None] = mapped_column(Float, nullable=True)
-    clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=text("1"))
+    clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=true())
     __table_args__ = (Index("ix_checks_at", "at", "device_id"),)
 
 
@@ -99,6 +99,16 @@ class OutboxRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # Indexed (v3): retention's cascade looks the outbox up per deleted visit.
     visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+
+
+class CheckOutboxRow(Base):
+    """A check waiting to be published (v4), like OutboxRow for a visit."""
+
+    __tablename__ = "check_outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    check_id: Mapped[str] = mapped_column(ForeignKey("checks.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
 
@@ -131,10 +141,27 @@ def visit_from_row(row: VisitRow) -> Visit:
     )
 
 
+def check_from_row(row: CheckRow) -> Check:
+    return Check(
+        id=row.id,
+        device_id=row.device_id,
+        at=from_utc_naive(row.at),
+        status=row.status,
+        temperature_c=row.temperature_c,
+        clock_synced=row.clock_synced,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     id: int
     visit: Visit
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutboxEntry:
+    id: int
+    check: Check
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -225,6 +252,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # Without it one day's purge scanned the whole outbox per visit: 37.6 s with 100k pending.
     2: ("CREATE INDEX IF NOT EXISTS ix_outbox_visit_id ON outbox (visit_id)",),
+    # Checks are published too (kiosk-collect counts them): create_all adds check_outbox.
+    3: (),
 }
 
 
@@ -393,7 +422,8 @@ class Store:
                 s.flush()
                 s.add(OutboxRow(visit_id=visit.id, created_at=to_utc_naive(visit.ended_at)))
 
-    def add_check(self, check: Check) -> None:
+    def add_check(self, check: Check, outbox: bool = False) -> None:
+        """Commit a check (and its outbox entry in the same transaction)."""
         self.follow_file()
         with self._sessions.begin() as s:
             s.add(
@@ -406,6 +436,9 @@ class Store:
                     clock_synced=check.clock_synced,
                 )
             )
+            if outbox:
+                s.flush()
+                s.add(CheckOutboxRow(check_id=check.id, created_at=to_utc_naive(check.at)))
 
     def restamp(self, visits: Mapping[str, timedelta], checks: Mapping[str, timedelta]) -> int:
         """Shift records stamped before the clock was trusted and mark them synced.
@@ -429,6 +462,10 @@ class Store:
                 if not row.clock_synced:
                     row.at, row.clock_synced = row.at + checks[row.id], True
                     n += 1
+                    for c in s.scalars(
+                        select(CheckOutboxRow).where(CheckOutboxRow.check_id == row.id)
+                    ):
+                        c.created_at = c.created_at + checks[row.id]
         return n
 
     def visits(self, start: datetime, end: datetime, device_id: str | None = None) -> list[Visit]:
@@ -561,39 +598,49 @@ class Store:
         with self.session() as s:
             return [OutboxEntry(oid, visit_from_row(row)) for oid, row in s.execute(q)]
 
-    def outbox_depth(self) -> int:
+    def pending_check_outbox(self, limit: int = 100) -> list[CheckOutboxEntry]:
+        """Undelivered check outbox entries in the order they were written."""
+        q = (
+            select(CheckOutboxRow.id, CheckRow)
+            .join(CheckRow, CheckRow.id == CheckOutboxRow.check_id)
+            .where(CheckOutboxRow.delivered_at.is_(None))
+            .order_by(CheckOutboxRow.id)
+            .limit(limit)
+        )
         with self.session() as s:
-            q = select(func.count()).where(OutboxRow.delivered_at.is_(None))
-            return s.scalar(q) or 0
+            return [CheckOutboxEntry(oid, check_from_row(row)) for oid, row in s.execute(q)]
 
-    def mark_delivered(self, ids: Sequence[int], at: datetime | None = None) -> None:
-        if not ids:
+    def outbox_depth(self) -> int:
+        """Visits and checks waiting to be published."""
+        with self.session() as s:
+            visits = select(func.count()).where(OutboxRow.delivered_at.is_(None))
+            checks = select(func.count()).where(CheckOutboxRow.delivered_at.is_(None))
+            return (s.scalar(visits) or 0) + (s.scalar(checks) or 0)
+
+    def mark_delivered(
+        self, ids: Sequence[int], at: datetime | None = None, check_ids: Sequence[int] = ()
+    ) -> None:
+        """Mark visit outbox entries `ids` and check outbox entries `check_ids` delivered."""
+        if not ids and not check_ids:
             return
         when = to_utc_naive(at or datetime.now(UTC))
         with self._sessions.begin() as s:
-            s.execute(update(OutboxRow).where(OutboxRow.id.in_(ids)).values(delivered_at=when))
+            for table, chosen in ((OutboxRow, ids), (CheckOutboxRow, check_ids)):
+                if chosen:
+                    s.execute(update(table).where(table.id.in_(chosen)).values(delivered_at=when))
 
     def trim_outbox(self, max_age_s: float, max_count: int, now: datetime | None = None) -> int:
         """Drop undelivered entries older than max_age_s or beyond max_count (oldest first),
         and delivered entries; returns how many undelivered entries were dropped. Visits
         stamped before the clock was trusted have no meaningful age: only the count bounds
         them."""
-        now_n = to_utc_naive(now or datetime.now(UTC))
-        dropped = 0
+        cutoff = to_utc_naive(now or datetime.now(UTC)) - timedelta(seconds=max_age_s)
         with self._sessions.begin() as s:
-            s.execute(delete(OutboxRow).where(OutboxRow.delivered_at.is_not(None)))
-            cutoff = now_n - timedelta(seconds=max_age_s)
             synced = select(VisitRow.id).where(VisitRow.clock_synced.is_(True))
-            old = delete(OutboxRow).where(
-                OutboxRow.created_at < cutoff, OutboxRow.visit_id.in_(synced)
-            )
-            dropped += s.execute(old).rowcount or 0
-            pending = s.scalar(select(func.count()).select_from(OutboxRow)) or 0
-            if pending > max_count:
-                oldest = select(OutboxRow.id).order_by(OutboxRow.id).limit(pending - max_count)
-                dropped += (
-                    s.execute(delete(OutboxRow).where(OutboxRow.id.in_(oldest))).rowcount or 0
-                )
+            dropped = _trim(s, OutboxRow, OutboxRow.visit_id.in_(synced), cutoff, max_count)
+            synced = select(CheckRow.id).where(CheckRow.clock_synced.is_(True))
+            table = CheckOutboxRow
+            dropped += _trim(s, table, table.check_id.in_(synced), cutoff, max_count)
         return dropped
 
     def _older(self, cutoff: datetime, device_id: str | None):
@@ -612,6 +659,8 @@ class Store:
         with self._sessions.begin() as s:
             old = select(VisitRow.id).where(*visits_where)
             s.execute(delete(OutboxRow).where(OutboxRow.visit_id.in_(old)))
+            old = select(CheckRow.id).where(*checks_where)
+            s.execute(delete(CheckOutboxRow).where(CheckOutboxRow.check_id.in_(old)))
             visits = s.execute(delete(VisitRow).where(*visits_where)).rowcount
             checks = s.execute(delete(CheckRow).where(*checks_where)).rowcount
         return visits or 0, checks or 0
@@ -628,6 +677,20 @@ class Store:
         self.engine.dispose()
         if self._lock is not None:
             self._lock.release()
+
+
+def _trim(
+    s: Session, table: type[OutboxRow] | type[CheckOutboxRow], synced, cutoff: datetime, n: int
+) -> int:
+    """One outbox's trim: delivered entries, synced ones older than `cutoff`, then the oldest
+    beyond `n`; returns how many undelivered entries were dropped."""
+    s.execute(delete(table).where(table.delivered_at.is_not(None)))
+    dropped = s.execute(delete(table).where(table.created_at < cutoff, synced)).rowcount or 0
+    pending = s.scalar(select(func.count()).select_from(table)) or 0
+    if pending > n:
+        oldest = select(table.id).order_by(table.id).limit(pending - n)
+        dropped += s.execute(delete(table).where(table.id.in_(oldest))).rowcount or 0
+    return dropped
 
 
 def driver_message(exc: SQLAlchemyError) -> str:

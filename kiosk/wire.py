@@ -74,8 +74,30 @@ def _temperature(t: float | None) -> float | None:
     return None if t is None else round(float(t), 2)
 
 
-def visit_payload(visit: Visit, publish_temperature: bool) -> dict[str, Any]:
-    """The JSON object sent on ``<prefix>/<device_id>/visit``."""
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """What every visit and check carries about the kiosk that sent it: its time zone (so a
+    central report renders each device's local day) and its software version."""
+
+    timezone: str
+    software_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A visit or check message parsed back: the stored record and who sent it."""
+
+    record: Visit | Check
+    sender: Sender
+
+
+def _sender_fields(sender: Sender) -> dict[str, str]:
+    return {"timezone": sender.timezone, "software_version": sender.software_version}
+
+
+def visit_payload(visit: Visit, publish_temperature: bool, sender: Sender) -> dict[str, Any]:
+    """The JSON object sent on ``<prefix>/<device_id>/visit``: the stored record, field for
+    field (temperature only when configured), and its sender."""
     p: dict[str, Any] = {
         "id": visit.id,
         "device_id": visit.device_id,
@@ -86,6 +108,9 @@ def visit_payload(visit: Visit, publish_temperature: bool) -> dict[str, Any]:
         "gender": visit.gender,
         "gender_confidence": round(float(visit.gender_confidence), 4),
         "temperature_status": visit.temperature_status,
+        "frames": visit.frames,
+        "model_version": visit.model_version,
+        **_sender_fields(sender),
     }
     if not visit.clock_synced:
         # Stamped before the wall clock was trusted (kiosk/clock.py): the times may be off.
@@ -95,13 +120,14 @@ def visit_payload(visit: Visit, publish_temperature: bool) -> dict[str, Any]:
     return p
 
 
-def check_payload(check: Check, publish_temperature: bool) -> dict[str, Any]:
+def check_payload(check: Check, publish_temperature: bool, sender: Sender) -> dict[str, Any]:
     """The JSON object sent on ``<prefix>/<device_id>/check``: no face data, ever."""
     p: dict[str, Any] = {
         "id": check.id,
         "device_id": check.device_id,
         "at": iso_utc(check.at),
         "status": check.status,
+        **_sender_fields(sender),
     }
     if not check.clock_synced:
         p["clock_synced"] = False
@@ -265,10 +291,11 @@ def decode(payload: bytes | str, where: str) -> _Fields:
     return _Fields(data, where)
 
 
-def parse_visit(payload: bytes | str) -> Visit:
-    """A visit payload back as the stored record (``frames`` and ``model_version`` are not
-    sent: 0 and "")."""
-    f = decode(payload, "visit")
+def _sender(f: _Fields) -> Sender:
+    return Sender(timezone=f.zone("timezone"), software_version=f.text("software_version"))
+
+
+def _visit(f: _Fields) -> Visit:
     started, ended = f.time("started_at"), f.time("ended_at")
     if ended < started:
         raise f.fail("ended_at", "is before started_at")
@@ -283,15 +310,13 @@ def parse_visit(payload: bytes | str) -> Visit:
         gender_confidence=f.number("gender_confidence", 0.0, 1.0),
         temperature_c=f.temperature(),
         temperature_status=f.text("temperature_status", VISIT_STATUSES),
-        frames=0,
-        model_version="",
+        frames=f.count("frames"),
+        model_version=f.text("model_version"),
         clock_synced=f.flag("clock_synced", True),
     )
 
 
-def parse_check(payload: bytes | str) -> Check:
-    """A check payload back as the stored record."""
-    f = decode(payload, "check")
+def _check(f: _Fields) -> Check:
     return Check(
         id=f.text("id"),
         device_id=f.text("device_id", pattern=DEVICE_ID),
@@ -300,6 +325,30 @@ def parse_check(payload: bytes | str) -> Check:
         temperature_c=f.temperature(),
         clock_synced=f.flag("clock_synced", True),
     )
+
+
+_RECORDS = {"visit": _visit, "check": _check}
+
+
+def parse_event(kind: str, payload: bytes | str) -> Event:
+    """A ``visit`` or ``check`` message back as its record and sender; a PayloadError names
+    the first key that breaks the contract."""
+    f = decode(payload, kind)
+    return Event(_RECORDS[kind](f), _sender(f))
+
+
+def parse_visit(payload: bytes | str) -> Visit:
+    """A visit payload back as the stored record."""
+    record = parse_event("visit", payload).record
+    assert isinstance(record, Visit)
+    return record
+
+
+def parse_check(payload: bytes | str) -> Check:
+    """A check payload back as the stored record."""
+    record = parse_event("check", payload).record
+    assert isinstance(record, Check)
+    return record
 
 
 def parse_stats(payload: bytes | str) -> Stats:
