@@ -162,7 +162,12 @@ def start_metrics_server(
     counters: Counters,
     outbox_depth: Callable[[], int] | None = None,
 ) -> MetricsServer:
-    """Serve /metrics on host:port (port 0 picks a free one; see `.port`)."""
+    """Serve kioskd's /metrics on host:port (port 0 picks a free one; see `.port`)."""
+    return serve_metrics(host, port, CountersCollector(counters, outbox_depth))
+
+
+def serve_metrics(host: str, port: int, collector: Any) -> MetricsServer:
+    """Serve /metrics from one prometheus-client collector (and the process's own numbers)."""
     try:
         from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
         from prometheus_client.exposition import ThreadingWSGIServer
@@ -177,7 +182,7 @@ def start_metrics_server(
 
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)  # memory and CPU, to spot a slow leak over months
-    registry.register(CountersCollector(counters, outbox_depth))
+    registry.register(collector)
     server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()

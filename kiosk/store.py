@@ -171,20 +171,35 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
+# The drivers the install extras ship: `postgresql://` means psycopg 3 (kiosk[postgres]).
+_DRIVERS = {"postgresql": "postgresql+psycopg"}
+_EXTRAS = {"postgresql": "pip install 'kiosk[postgres]'"}
+
+
+def normalize_url(url: str) -> str:
+    """`url` with the shipped driver named where it names only the database kind."""
+    u = make_url(url)
+    if u.drivername in _DRIVERS:
+        u = u.set(drivername=_DRIVERS[u.drivername])
+    return u.render_as_string(hide_password=False)
+
+
 def url_problem(url: str) -> str | None:
     """Why `url` cannot be a kiosk database, or None; the password never appears in it."""
     try:
-        u = make_url(url)
+        u = make_url(normalize_url(url))
     except ArgumentError:
         return "not a database URL (e.g. sqlite:////var/lib/kiosk/kiosk.db)"
     try:
         dialect = u.get_dialect()
     except NoSuchModuleError:
-        return f"unknown database kind {u.drivername!r} (sqlite or postgresql+psycopg, say)"
+        return f"unknown database kind {u.drivername!r} (sqlite or postgresql, say)"
     try:
         dialect.import_dbapi()
     except ImportError as exc:
-        return f"{u.drivername}: its Python driver is not installed ({exc.name or exc})"
+        hint = _EXTRAS.get(u.get_backend_name())
+        how = f"; install it: {hint}" if hint else ""
+        return f"{u.drivername}: its Python driver is not installed ({exc.name or exc}){how}"
     if u.get_backend_name() == "sqlite" and u.database and Path(u.database).is_dir():
         return f"{u.database} is a directory, not a database file"
     return None
@@ -206,7 +221,7 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
     """An engine with the SQLite pragmas; read-only opens the file with mode=ro."""
     path = sqlite_path(url)
     if path is None:
-        return create_engine(url)
+        return create_engine(normalize_url(url), pool_pre_ping=True)
     if read_only:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: database not found")

@@ -56,13 +56,18 @@ def safe_id(text: str) -> str:
     return _ID_BAD.sub("_", text)
 
 
-def iso_utc(t: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z`` suffix and millisecond precision."""
+def iso_utc(t: datetime | None, timespec: str = "milliseconds") -> str | None:
+    """ISO 8601 in UTC with a ``Z`` suffix, in milliseconds unless told otherwise."""
     if t is None:
         return None
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return t.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def _exact(t: datetime) -> str | None:
+    """A stored record's time as stored (microseconds): a central copy equals the kiosk's."""
+    return iso_utc(t, "microseconds")
 
 
 def encode(payload: dict[str, Any]) -> str:
@@ -71,7 +76,7 @@ def encode(payload: dict[str, Any]) -> str:
 
 
 def _temperature(t: float | None) -> float | None:
-    return None if t is None else round(float(t), 2)
+    return None if t is None else float(t)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +106,12 @@ def visit_payload(visit: Visit, publish_temperature: bool, sender: Sender) -> di
     p: dict[str, Any] = {
         "id": visit.id,
         "device_id": visit.device_id,
-        "started_at": iso_utc(visit.started_at),
-        "ended_at": iso_utc(visit.ended_at),
+        "started_at": _exact(visit.started_at),
+        "ended_at": _exact(visit.ended_at),
         "age_group": visit.age_group,
-        "age_confidence": round(float(visit.age_confidence), 4),
+        "age_confidence": float(visit.age_confidence),
         "gender": visit.gender,
-        "gender_confidence": round(float(visit.gender_confidence), 4),
+        "gender_confidence": float(visit.gender_confidence),
         "temperature_status": visit.temperature_status,
         "frames": visit.frames,
         "model_version": visit.model_version,
@@ -125,7 +130,7 @@ def check_payload(check: Check, publish_temperature: bool, sender: Sender) -> di
     p: dict[str, Any] = {
         "id": check.id,
         "device_id": check.device_id,
-        "at": iso_utc(check.at),
+        "at": _exact(check.at),
         "status": check.status,
         **_sender_fields(sender),
     }
@@ -214,6 +219,8 @@ class _Fields:
         value = self.get(key)
         if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
             raise self.fail(key, f"must be a string of 1 to {_MAX_TEXT} characters")
+        if not value.isprintable():
+            raise self.fail(key, "has control characters")
         if choices is not None and value not in choices:
             raise self.fail(key, f"must be one of {', '.join(choices)}, got {value[:40]!r}")
         if pattern is not None and not pattern.fullmatch(value):

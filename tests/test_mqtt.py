@@ -44,6 +44,7 @@ VISIT_KEYS = {
     "software_version",
 }
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+ISO_Z_US = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")  # a record's own times
 
 
 def make_visit(
@@ -195,7 +196,7 @@ def test_payloads_topics_and_retained_flags(tmp_path, store, publishers):
         for v in visits:
             assert set(v) == VISIT_KEYS  # no temperature_c unless configured
             assert v["device_id"] == DEV
-            assert ISO_Z.match(v["started_at"]) and ISO_Z.match(v["ended_at"])
+            assert ISO_Z_US.match(v["started_at"]) and ISO_Z_US.match(v["ended_at"])
         assert [v["age_group"] for v in visits] == list(AGE_GROUPS[:3])  # outbox order
         assert wait_until(lambda: store.outbox_depth() == 0, 3)
 
@@ -249,7 +250,7 @@ def test_temperature_only_when_allowed_and_periodic_stats(tmp_path, store, publi
         run_publisher(publishers, cfg, store)
         assert sub.wait_for(lambda s: s.on(f"kiosk/{DEV}/visit"), 5)
         v = json.loads(sub.payloads(f"kiosk/{DEV}/visit")[0])
-        assert set(v) == VISIT_KEYS | {"temperature_c"} and v["temperature_c"] == 37.12
+        assert set(v) == VISIT_KEYS | {"temperature_c"} and v["temperature_c"] == 37.123
         assert sub.wait_for(lambda s: len(s.on(f"kiosk/{DEV}/stats")) >= 4, 3)
     # discovery off: nothing under homeassistant/ (checked on a fresh broker below)
     with Broker(tmp_path / "b2") as broker, Subscriber(broker.port, ["#"]) as sub:

@@ -59,7 +59,7 @@ def test_visit_round_trip_any_labels(age, gender, conf, micros):
                       age_confidence=conf, gender_confidence=conf)  # fmt: skip
     back = parse_visit(json.dumps(visit_payload(visit, False, SENDER)).encode())
     assert (back.age_group, back.gender, back.started_at) == (age, gender, visit.started_at)
-    assert back.age_confidence == round(conf, 4)
+    assert back.age_confidence == conf  # exactly: the central copy equals the stored one
 
 
 def test_check_round_trip():
@@ -117,6 +117,7 @@ def test_stats_round_trip():
         ({"frames": -1}, "visit.frames"),
         ({"frames": 2.5}, "visit.frames"),
         ({"model_version": ""}, "visit.model_version"),
+        ({"model_version": "a\x00b"}, "visit.model_version"),
         ({"timezone": "Mars/Olympus"}, "visit.timezone"),
         ({"software_version": None}, "visit.software_version"),
     ],
