@@ -310,7 +310,7 @@ class Collector:
                 self._db_problem(
                     "database: cannot %s (%s); nothing is acknowledged, retrying in %.1f s",
                     what,
-                    driver_message(exc).strip(),
+                    " ".join(driver_message(exc).split()),  # one line: psycopg's span two
                     delay,
                 )
             if give_up is not None and give_up():
