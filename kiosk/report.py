@@ -81,6 +81,7 @@ class CountRow:
     age_group: str  # an Adience group, or a CHECK_ROWS label
     gender: str | None  # None on check rows
     visitors: int
+    device_id: str | None = None  # a central report's per-device block
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +89,10 @@ class Source:
     """Where to read and how to render: from --config and/or --db/--tz/--device."""
 
     url: str
-    tz: ZoneInfo
+    tz: ZoneInfo | None  # None only for the central database: each device's own zone
     device_id: str | None
     retention_days: int | None
+    site: str | None = None  # central database: devices whose id starts with this
 
 
 def count_rows(
@@ -119,13 +121,18 @@ def count_rows(
 # ---- rendering -------------------------------------------------------------------------
 
 
-def count_records(rows: Iterable[CountRow], by: str) -> tuple[tuple[str, ...], Iterator[tuple]]:
+def count_records(
+    rows: Iterable[CountRow], by: str, per_device: bool = False
+) -> tuple[tuple[str, ...], Iterator[tuple]]:
     columns = HOUR_COLUMNS if by == "hour" else COUNT_COLUMNS
+    if per_device:
+        columns = ("device_id", *columns)
 
     def records() -> Iterator[tuple]:
         for r in rows:
             head = (r.day.isoformat(), r.hour) if by == "hour" else (r.day.isoformat(),)
-            yield (*head, r.age_group, r.gender, r.visitors)
+            dev = (r.device_id,) if per_device else ()
+            yield (*dev, *head, r.age_group, r.gender, r.visitors)
 
     return columns, records()
 
@@ -141,7 +148,7 @@ def export_records(
 
     def records() -> Iterator[tuple]:
         try:
-            yield from (_export_row(v, tz, temperature) for v in visits)
+            yield from (export_row(v, tz, temperature) for v in visits)
         finally:  # a query's generator ends its session now, not at garbage collection
             if close := getattr(visits, "close", None):
                 close()
@@ -149,7 +156,7 @@ def export_records(
     return columns, records()
 
 
-def _export_row(v: Visit, tz: ZoneInfo, temperature: bool) -> tuple:
+def export_row(v: Visit, tz: ZoneInfo, temperature: bool) -> tuple:
     row = (
         v.id,
         v.device_id,
@@ -316,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev = src.add_mutually_exclusive_group()
     dev.add_argument("--device", metavar="ID", help="only this device (default: config's)")
     dev.add_argument("--all-devices", action="store_true", help="every device in the database")
+    dev.add_argument(
+        "--site", metavar="PREFIX", help="central database: devices whose id starts with this"
+    )
     common.add_argument(
         "--out", metavar="FILE", help="output file (default stdout); {date} is replaced"
     )
@@ -327,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("day", "hour"),
         default="day",
         help="day, or a block of rows per local hour",
+    )
+    by.add_argument(
+        "--per-device",
+        action="store_true",
+        help="central database: a block of rows per device (a device_id column)",
     )
 
     p = argparse.ArgumentParser(prog="kiosk-report", description=(__doc__ or "").split("\n\n")[0])
@@ -366,16 +381,37 @@ def resolve_source(args: argparse.Namespace) -> Source:
     if "://" not in url:
         url = f"sqlite:///{Path(url).resolve()}"
     zone = args.tz or (cfg.timezone if cfg else None)
-    if not zone:
-        raise InputError("--db needs --tz ZONE, the store's timezone (e.g. Europe/Berlin)")
+    tz = None
+    if zone:
+        try:
+            tz = ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InputError(
+                f"unknown timezone {zone!r} (use an IANA name like Europe/Berlin)"
+            ) from None
+    wide = args.all_devices or args.site
+    device = None if wide else (args.device or (cfg.device_id if cfg else None))
+    return Source(url, tz, device, cfg.store.retention_days if cfg else None, args.site)
+
+
+def central(url: str) -> bool:
+    """True when `url` is kiosk-collect's PostgreSQL (not one kiosk's own store)."""
+    if sqlite_path(url) is not None or not url.startswith("postgresql"):
+        return False
+    if why := url_problem(url):
+        raise InputError(f"database {redact_url(url)}: {why}")
     try:
-        tz = ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InputError(
-            f"unknown timezone {zone!r} (use an IANA name like Europe/Berlin)"
-        ) from None
-    device = None if args.all_devices else (args.device or (cfg.device_id if cfg else None))
-    return Source(url, tz, device, cfg.store.retention_days if cfg else None)
+        from kiosk.centraldb.query import is_central
+    except ImportError as exc:
+        why = f"{exc.name} is not installed: pip install 'kiosk[central]'"
+        raise InputError(f"the central database needs the central extra ({why})") from None
+    from kiosk.store import make_engine
+
+    engine = make_engine(url)
+    try:
+        return is_central(engine)
+    finally:
+        engine.dispose()
 
 
 def open_store(url: str, read_only: bool = True) -> Store:
@@ -430,6 +466,14 @@ def warn_unsynced(
 
 def run(args: argparse.Namespace) -> int:
     source = resolve_source(args)
+    if central(source.url):
+        from kiosk.reportcentral import run_central
+
+        return run_central(args, source)
+    if source.tz is None:
+        raise InputError("--db needs --tz ZONE, the store's timezone (e.g. Europe/Berlin)")
+    if args.site or getattr(args, "per_device", False):
+        raise InputError("--site and --per-device need the central database (kiosk-collect)")
     if args.command == "purge":
         days = args.older_than or source.retention_days
         if days is None:

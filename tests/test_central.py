@@ -6,9 +6,11 @@ kioskd's."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -233,3 +235,88 @@ def test_kioskd_without_the_driver_exits_78_with_the_hint(tmp_path):
                          cwd=ROOT, timeout=60)  # fmt: skip
     assert run.returncode == EX_CONFIG, run.stderr
     assert "store.url" in run.stderr and "pip install 'kiosk[postgres]'" in run.stderr
+
+
+# ---- kiosk-report on the central database ----------------------------------------------------
+
+
+def _central_with(url, events) -> None:
+    from kiosk.centraldb import migrate
+    from kiosk.centraldb.write import Batch, write_batch
+
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        write_batch(conn, Batch(events, []), datetime.now(UTC))
+    engine.dispose()
+
+
+def _report(capsys, *args: str) -> tuple[int, str, str]:
+    from kiosk.report import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_report_on_the_central_database_by_device_site_and_all(pg, capsys, tmp_path):
+    from kiosk.wire import Event
+
+    url, _ = pg
+    berlin, tokyo = Sender("Europe/Berlin", "0.1.0"), Sender("Asia/Tokyo", "0.1.0")
+    # 23:30 UTC on 9 June is already 10 June in Berlin (CEST) and in Tokyo (JST).
+    late = datetime(2026, 6, 9, 23, 30, tzinfo=UTC)
+    noon = datetime(2026, 6, 10, 10, 0, tzinfo=UTC)  # 19:00 in Tokyo, 12:00 in Berlin
+    events = [
+        Event(new_visit(late, device="berlin-door-1", age="25-32", gender="female"), berlin),
+        Event(new_visit(noon, device="berlin-door-1", age="25-32", gender="female"), berlin),
+        Event(new_visit(noon, device="berlin-door-2", age="60-100", gender="male"), berlin),
+        Event(new_visit(late, device="tokyo-door-1", age="25-32", gender="female"), tokyo),
+        Event(new_visit(noon + timedelta(hours=6), device="tokyo-door-1"), tokyo),  # 11 June
+        Event(new_check(noon, device="berlin-door-2"), berlin),
+    ]
+    _central_with(url, events)
+    db = url.render_as_string(hide_password=False)
+
+    code, out, err = _report(capsys, "daily", "--db", db, "--all-devices", "--date", "2026-06-10")
+    assert code == 0, err
+    rows = {tuple(r.split(",")[1:3]): int(r.split(",")[3]) for r in out.splitlines()[1:]}
+    assert rows[("25-32", "female")] == 3 and rows[("60-100", "male")] == 1
+    assert rows[("failed_check", "")] == 1 and sum(rows.values()) == 5
+
+    code, out, err = _report(capsys, "daily", "--db", db, "--site", "berlin-", "--per-device",
+                             "--date", "2026-06-10")  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "device_id,date,age_group,gender,visitors"
+    per = {}
+    for line in lines[1:]:
+        dev, _, age, gender, n = line.split(",")
+        per[(dev, age, gender)] = int(n)
+    assert {d for d, _, _ in per} == {"berlin-door-1", "berlin-door-2"}
+    assert per[("berlin-door-1", "25-32", "female")] == 2
+    assert per[("berlin-door-2", "60-100", "male")] == 1
+    assert per[("berlin-door-2", "failed_check", "")] == 1
+
+    code, out, err = _report(capsys, "range", "--db", db, "--device", "tokyo-door-1", "--from",
+                             "2026-06-10", "--to", "2026-06-11", "--format", "json")  # fmt: skip
+    assert code == 0, err
+    got = {(r["date"], r["age_group"], r["gender"]): r["visitors"] for r in json.loads(out)}
+    assert got[("2026-06-10", "25-32", "female")] == 1
+    assert got[("2026-06-11", "25-32", "female")] == 1
+
+    code, out, err = _report(capsys, "export", "--db", db, "--all-devices",
+                             "--from", "2026-06-10", "--to", "2026-06-10")  # fmt: skip
+    assert code == 0, err
+    exported = out.splitlines()[1:]
+    assert len(exported) == 4  # the visits of 10 June, each in its own kiosk's day
+    assert any("2026-06-10T01:30:00+02:00" in r for r in exported)  # Berlin's own local time
+
+    png = tmp_path / "chart.png"
+    code, _, err = _report(capsys, "chart", "--db", db, "--site", "berlin-", "--date",
+                           "2026-06-10", "--out", str(png))  # fmt: skip
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    code, _, err = _report(capsys, "purge", "--db", db, "--older-than", "30")
+    assert code == 2 and "kiosk-collect" in err
