@@ -435,8 +435,21 @@ def open_store(url: str, read_only: bool = True) -> Store:
         raise InputError(f"cannot read the database {path or redact_url(url)}: {exc}") from None
 
 
-def yesterday(tz: ZoneInfo) -> date:
-    return datetime.now(tz).date() - timedelta(days=1)
+def yesterday(tz: ZoneInfo | None) -> date:
+    return datetime.now(tz or UTC).date() - timedelta(days=1)
+
+
+def period(args: argparse.Namespace, tz: ZoneInfo | None) -> tuple[date, date]:
+    """The first and last local day a subcommand covers (--date, or --from and --to)."""
+    if args.command in ("daily", "chart"):
+        day = args.date or yesterday(tz)
+        return day, day
+    first, last = args.first, args.last
+    if first > last:
+        raise InputError(f"--from {first} is after --to {last}")
+    if args.command == "range" and (last - first).days >= MAX_RANGE_DAYS:
+        raise InputError(f"range covers more than {MAX_RANGE_DAYS} days; split it")
+    return first, last
 
 
 def out_path(template: str | None, first: date, last: date) -> str | None:
@@ -497,14 +510,7 @@ def run(args: argparse.Namespace) -> int:
 
     store = open_store(source.url)
     try:
-        if args.command in ("daily", "chart"):
-            first = last = args.date or yesterday(source.tz)
-        else:
-            first, last = args.first, args.last
-            if first > last:
-                raise InputError(f"--from {first} is after --to {last}")
-            if args.command == "range" and (last - first).days >= MAX_RANGE_DAYS:
-                raise InputError(f"range covers more than {MAX_RANGE_DAYS} days; split it")
+        first, last = period(args, source.tz)
         if args.command == "chart":
             rows = list(count_rows(store, [first], source.tz, "day", source.device_id))
             with open_output(out_path(args.out, first, first), binary=True) as out:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Iterator
 from contextlib import closing
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 from kiosk.centraldb.query import CentralDB, Selection
@@ -21,7 +21,6 @@ from kiosk.labels import AGE_GROUPS, GENDERS
 from kiosk.report import (
     CHECK_ROWS,
     EXPORT_COLUMNS,
-    MAX_RANGE_DAYS,
     CountRow,
     InputError,
     Source,
@@ -29,6 +28,7 @@ from kiosk.report import (
     export_row,
     open_output,
     out_path,
+    period,
     render_chart,
     write_table,
 )
@@ -116,14 +116,7 @@ def run_central(args: argparse.Namespace, source: Source) -> int:
         )
     db = CentralDB(source.url)
     try:
-        if args.command in ("daily", "chart"):
-            first = last = args.date or _yesterday(source.tz)
-        else:
-            first, last = args.first, args.last
-            if first > last:
-                raise InputError(f"--from {first} is after --to {last}")
-            if args.command == "range" and (last - first).days >= MAX_RANGE_DAYS:
-                raise InputError(f"range covers more than {MAX_RANGE_DAYS} days; split it")
+        first, last = period(args, source.tz)
         if args.command == "chart":
             rows = summed(central_count_rows(db, [first], "day", sel, source.tz, False))
             with open_output(out_path(args.out, first, first), binary=True) as out:
@@ -141,7 +134,3 @@ def run_central(args: argparse.Namespace, source: Source) -> int:
         return 0
     finally:
         db.close()
-
-
-def _yesterday(tz: ZoneInfo | None) -> date:
-    return datetime.now(tz or UTC).date() - timedelta(days=1)

@@ -603,27 +603,24 @@ class Store:
 
     def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
         """Undelivered outbox entries in the order they were written."""
-        q = (
-            select(OutboxRow.id, VisitRow)
-            .join(VisitRow, VisitRow.id == OutboxRow.visit_id)
-            .where(OutboxRow.delivered_at.is_(None))
-            .order_by(OutboxRow.id)
-            .limit(limit)
-        )
-        with self.session() as s:
-            return [OutboxEntry(oid, visit_from_row(row)) for oid, row in s.execute(q)]
+        rows = self._pending(OutboxRow, VisitRow, OutboxRow.visit_id, limit)
+        return [OutboxEntry(oid, visit_from_row(row)) for oid, row in rows]
 
     def pending_check_outbox(self, limit: int = 100) -> list[CheckOutboxEntry]:
         """Undelivered check outbox entries in the order they were written."""
+        rows = self._pending(CheckOutboxRow, CheckRow, CheckOutboxRow.check_id, limit)
+        return [CheckOutboxEntry(oid, check_from_row(row)) for oid, row in rows]
+
+    def _pending(self, outbox, records, key, limit: int) -> list:
         q = (
-            select(CheckOutboxRow.id, CheckRow)
-            .join(CheckRow, CheckRow.id == CheckOutboxRow.check_id)
-            .where(CheckOutboxRow.delivered_at.is_(None))
-            .order_by(CheckOutboxRow.id)
+            select(outbox.id, records)
+            .join(records, records.id == key)
+            .where(outbox.delivered_at.is_(None))
+            .order_by(outbox.id)
             .limit(limit)
         )
         with self.session() as s:
-            return [CheckOutboxEntry(oid, check_from_row(row)) for oid, row in s.execute(q)]
+            return [tuple(row) for row in s.execute(q)]
 
     def outbox_depth(self) -> int:
         """Visits and checks waiting to be published."""

@@ -33,7 +33,7 @@ from kiosk.mqtt import Publisher  # noqa: E402
 from kiosk.store import Store, url_problem  # noqa: E402
 from kiosk.wire import Sender, encode, visit_payload  # noqa: E402
 from tests.broker import Broker, needs_mosquitto, wait_until  # noqa: E402
-from tests.conftest import ROOT, config_key_paths, new_check, new_visit  # noqa: E402
+from tests.conftest import ROOT, config_key_paths, new_check, new_visit, yaml_key_paths  # noqa: E402
 from tests.postgres import TcpProxy, fresh_database  # noqa: E402
 
 
@@ -182,15 +182,7 @@ def test_nothing_is_acknowledged_before_its_commit(tmp_path, pg):
 
 def test_example_config_names_every_key_and_loads():
     data = yaml.safe_load(EXAMPLE.read_text())
-
-    def paths(node, prefix=""):
-        for k, v in node.items():
-            if isinstance(v, dict):
-                yield from paths(v, f"{prefix}{k}.")
-            else:
-                yield f"{prefix}{k}"
-
-    assert set(paths(data)) == set(config_key_paths(CollectorConfig))
+    assert set(yaml_key_paths(data)) == set(config_key_paths(CollectorConfig))
     run = subprocess.run([sys.executable, "-m", "kiosk.central.cli", "--config", str(EXAMPLE),
                           "--check-config"], capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -242,12 +234,12 @@ def test_kioskd_without_the_driver_exits_78_with_the_hint(tmp_path):
 
 def _central_with(url, events) -> None:
     from kiosk.centraldb import migrate
-    from kiosk.centraldb.write import Batch, write_batch
+    from kiosk.centraldb.write import Batch, Registry, write_batch
 
     engine = create_engine(url)
     migrate.upgrade(engine)
     with engine.begin() as conn:
-        write_batch(conn, Batch(events, []), datetime.now(UTC))
+        write_batch(conn, Batch(events, []), datetime.now(UTC), Registry())
     engine.dispose()
 
 
@@ -320,3 +312,32 @@ def test_report_on_the_central_database_by_device_site_and_all(pg, capsys, tmp_p
 
     code, _, err = _report(capsys, "purge", "--db", db, "--older-than", "30")
     assert code == 2 and "kiosk-collect" in err
+
+
+def test_migrate_then_retention_per_table(pg, tmp_path):
+    """--migrate brings a fresh database to Alembic's head and exits; retention deletes
+    each table's rows older than its own days, in chunks, and keeps the rest."""
+    from kiosk.centraldb import migrate
+    from kiosk.centraldb.retention import purge
+    from kiosk.centraldb.write import Batch, DeadLetter, Registry, write_batch
+    from kiosk.wire import Event
+
+    url, engine = pg
+    cfg = tmp_path / "collect.yaml"
+    cfg.write_text(yaml.safe_dump({"database": {"url": url.render_as_string(hide_password=False)}}))
+    run = subprocess.run([sys.executable, "-m", "kiosk.central.cli", "--config", str(cfg),
+                          "--migrate"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    with engine.connect() as conn:
+        assert migrate.current(conn) == migrate.head()
+    now = datetime.now(UTC)
+    sender = Sender("UTC", "0.1.0")
+    old = [Event(new_visit(now - timedelta(days=40 + i)), sender) for i in range(25)]
+    new = [Event(new_visit(now - timedelta(days=1)), sender), Event(new_check(now), sender)]
+    dead = [DeadLetter("kiosk/x/visit", "visit", "bad", b"{}")]
+    with engine.begin() as conn:
+        write_batch(conn, Batch(old + new, dead), now, Registry())
+    assert purge(engine, "visits", now - timedelta(days=30), chunk=10) == 25
+    assert purge(engine, "checks", now - timedelta(days=30)) == 0
+    assert purge(engine, "dead_letters", now + timedelta(seconds=1)) == 1
+    assert count(engine, visits) == 1 and count(engine, checks) == 1

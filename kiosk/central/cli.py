@@ -13,12 +13,16 @@ import sys
 import threading
 from contextlib import ExitStack
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from kiosk import __version__
 from kiosk.config import EX_CONFIG, ConfigError
 from kiosk.logsetup import scrub, setup_logging
 from kiosk.metrics import MetricsUnavailable, serve_metrics
 from kiosk.notify import Notifier
+
+if TYPE_CHECKING:
+    from kiosk.central.collector import Collector
 
 log = logging.getLogger("kiosk.collect")
 
@@ -29,6 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--config", required=True, help="the collector's YAML config")
     ap.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    ap.add_argument(
+        "--migrate", action="store_true", help="upgrade the central schema (Alembic) and exit"
+    )
     ap.add_argument("--version", action="version", version=f"kiosk-collect {__version__}")
     return ap.parse_args(argv)
 
@@ -61,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kiosk-collect: config error: {scrub(str(exc))}", file=sys.stderr)
         return EX_CONFIG
     setup_logging(cfg.log_level)
+    if args.migrate:
+        return migrate_only(collector)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -88,6 +97,23 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(1.0):
             pass
         notifier.stopping()
+    return 0
+
+
+def migrate_only(collector: Collector) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kiosk.centraldb import migrate
+    from kiosk.store import driver_message
+
+    try:
+        migrate.upgrade(collector.engine)
+    except SQLAlchemyError as exc:
+        log.error("cannot migrate the central schema: %s", " ".join(driver_message(exc).split()))
+        return 1
+    finally:
+        collector.engine.dispose()
+    log.info("central schema at revision %s", migrate.head())
     return 0
 
 

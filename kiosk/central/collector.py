@@ -37,7 +37,7 @@ from kiosk.central.ingest import Message, classify
 from kiosk.central.stats import IngestStats
 from kiosk.centraldb import migrate
 from kiosk.centraldb.retention import purge
-from kiosk.centraldb.write import Batch, DeadLetter, event_time, write_batch
+from kiosk.centraldb.write import Batch, DeadLetter, Registry, event_time, write_batch
 from kiosk.limits import LogEvery
 from kiosk.mqttclient import check_files, connect_bounded, make_client, read_password
 from kiosk.store import driver_message
@@ -90,6 +90,7 @@ class Collector:
         self._kinds_logged: set[str] = set()
         self._db_problem = LogEvery(log, logging.ERROR, 60.0)
         self._next_retention = 0.0
+        self._registry = Registry()
         self.where = f"{mqtt_cfg.host}:{mqtt_cfg.port}"
 
     @classmethod
@@ -195,7 +196,7 @@ class Collector:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._queue.put(
-            Message(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload),
+            Message(self._generation, msg.mid, msg.qos, msg.topic, msg.payload,
                     time.monotonic())
         )  # fmt: skip
 
@@ -269,7 +270,8 @@ class Collector:
         now = datetime.now(UTC)
         try:
             with self.engine.begin() as conn:
-                write_batch(conn, batch, now)
+                write_batch(conn, batch, now, self._registry)
+            self._registry.committed()
         except OperationalError:
             raise
         except DBAPIError as exc:
@@ -282,11 +284,12 @@ class Collector:
     def _write_singly(self, batch: Batch, sources: Sequence[Message], now: datetime) -> None:
         refused: list[DeadLetter] = []
         with self.engine.begin() as conn:
-            write_batch(conn, Batch([], batch.dead), now)
+            write_batch(conn, Batch([], batch.dead), now, self._registry)
         for event, m in zip(batch.events, sources, strict=True):
             try:
                 with self.engine.begin() as conn:
-                    write_batch(conn, Batch([event], []), now)
+                    write_batch(conn, Batch([event], []), now, self._registry)
+                self._registry.committed()
             except OperationalError:
                 raise
             except DBAPIError as exc:
@@ -294,7 +297,7 @@ class Collector:
                 refused.append(DeadLetter(m.topic[:256], "database", why, m.payload))
         if refused:
             with self.engine.begin() as conn:
-                write_batch(conn, Batch([], refused), now)
+                write_batch(conn, Batch([], refused), now, self._registry)
             self._count([], refused)
 
     def _retry(self, work: Any, what: str, give_up: Any = None) -> bool:

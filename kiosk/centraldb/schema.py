@@ -55,7 +55,6 @@ visits = Table(
         "started_at",
         postgresql_include=["device_id", "timezone", "age_group", "gender"],
     ),
-    Index("ix_visits_device_started_at", "device_id", "started_at"),
 )
 
 checks = Table(
@@ -70,7 +69,6 @@ checks = Table(
     Column("timezone", String(TEXT), nullable=False),
     Column("ingested_at", TIMESTAMP, nullable=False, server_default=func.clock_timestamp()),
     Index("ix_checks_at", "at", postgresql_include=["device_id", "timezone", "status"]),
-    Index("ix_checks_device_at", "device_id", "at"),
 )
 
 devices = Table(

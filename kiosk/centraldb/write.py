@@ -2,7 +2,8 @@
 
 Visits and checks are inserted with ``ON CONFLICT (id) DO NOTHING``: a message the broker
 delivers again (the collector crashed after the commit, before its acknowledgement) changes
-nothing. The device registry is upserted once per device per batch.
+nothing. The device registry is upserted at most once per device per batch, and only when
+something changed or a minute passed (Registry).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, text
 from sqlalchemy.engine import Connection
 
 from kiosk.centraldb.schema import checks, dead_letters, devices, visits
@@ -36,7 +37,7 @@ class Batch:
     dead: Sequence[DeadLetter]
 
 
-def visit_row(v: Visit, timezone: str) -> dict[str, object]:
+def visit_row(v: Visit, timezone: str) -> dict[str, Any]:
     return {
         "id": v.id,
         "device_id": v.device_id,
@@ -55,7 +56,7 @@ def visit_row(v: Visit, timezone: str) -> dict[str, object]:
     }
 
 
-def check_row(c: Check, timezone: str) -> dict[str, object]:
+def check_row(c: Check, timezone: str) -> dict[str, Any]:
     return {
         "id": c.id,
         "device_id": c.device_id,
@@ -73,7 +74,7 @@ def event_time(e: Event) -> datetime:
     return r.ended_at if isinstance(r, Visit) else r.at
 
 
-def device_rows(events: Sequence[Event], now: datetime) -> list[dict[str, object]]:
+def device_rows(events: Sequence[Event], now: datetime) -> list[dict[str, Any]]:
     """One registry row per device in the batch: its newest event's versions and zone."""
     newest: dict[str, Event] = {}
     model: dict[str, str] = {}
@@ -97,35 +98,72 @@ def device_rows(events: Sequence[Event], now: datetime) -> list[dict[str, object
     ]
 
 
-def write_batch(conn: Connection, batch: Batch, now: datetime) -> None:
-    """Insert a batch's visits, checks, dead letters and devices (no commit here)."""
-    vs = [
-        visit_row(e.record, e.sender.timezone) for e in batch.events if isinstance(e.record, Visit)
-    ]
-    cs = [
-        check_row(e.record, e.sender.timezone) for e in batch.events if isinstance(e.record, Check)
-    ]
-    if vs:
-        conn.execute(insert(visits).on_conflict_do_nothing(index_elements=["id"]), vs)
-    if cs:
-        conn.execute(insert(checks).on_conflict_do_nothing(index_elements=["id"]), cs)
+def write_batch(conn: Connection, batch: Batch, now: datetime, registry: Registry) -> None:
+    """Insert a batch's visits, checks and dead letters, and the devices `registry` says are
+    due (no commit here: the caller commits, then tells the registry)."""
+    vs = [visit_row(e.record, e.sender.timezone) for e in batch.events
+          if isinstance(e.record, Visit)]  # fmt: skip
+    cs = [check_row(e.record, e.sender.timezone) for e in batch.events
+          if isinstance(e.record, Check)]  # fmt: skip
+    insert_rows(conn, visits, vs, "ON CONFLICT (id) DO NOTHING")
+    insert_rows(conn, checks, cs, "ON CONFLICT (id) DO NOTHING")
     if batch.dead:
         rows = [{"topic": d.topic, "kind": d.kind, "error": d.error, "payload": d.payload}
                 for d in batch.dead]  # fmt: skip
         conn.execute(dead_letters.insert(), rows)
-    if batch.events:
-        up = insert(devices)
-        x = up.excluded
-        conn.execute(
-            up.on_conflict_do_update(
-                index_elements=["device_id"],
-                set_={
-                    "last_seen": x.last_seen,
-                    "last_event_at": func.greatest(devices.c.last_event_at, x.last_event_at),
-                    "model_version": func.coalesce(x.model_version, devices.c.model_version),
-                    "software_version": x.software_version,
-                    "timezone": x.timezone,
-                },
-            ),
-            device_rows(batch.events, now),
-        )
+    insert_rows(conn, devices, registry.due(device_rows(batch.events, now)), _DEVICE_UPSERT)
+
+
+_DEVICE_UPSERT = """ON CONFLICT (device_id) DO UPDATE SET
+    last_seen = excluded.last_seen,
+    last_event_at = greatest(devices.last_event_at, excluded.last_event_at),
+    model_version = coalesce(excluded.model_version, devices.model_version),
+    software_version = excluded.software_version,
+    timezone = excluded.timezone"""
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], tail: str) -> None:
+    """One INSERT ... SELECT FROM unnest(one array per column) for all rows: a single
+    statement per batch, about half the database time of a row-per-statement executemany
+    and far less Python (tools/bench_collect.py)."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    types = {c.name: c.type.compile(dialect=conn.dialect) for c in table.columns}
+    arrays = ", ".join(f"CAST(:{c} AS {types[c]}[])" for c in cols)
+    sql = f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM unnest({arrays}) {tail}"
+    conn.execute(text(sql), {c: [r[c] for r in rows] for c in cols})
+
+
+class Registry:
+    """Which device rows a batch must write: a new device, a changed version or zone, or one
+    not written for REFRESH_S (so ``last_seen`` is at most that old). Without it, 1,000
+    devices in every batch would rewrite 1,000 registry rows per transaction."""
+
+    REFRESH_S = 60.0
+
+    def __init__(self) -> None:
+        self._written: dict[str, tuple[datetime, tuple[object, ...]]] = {}
+        self._pending: list[dict[str, Any]] = []
+
+    @staticmethod
+    def _what(row: dict[str, Any]) -> tuple[object, ...]:
+        return (row["model_version"], row["software_version"], row["timezone"])
+
+    def due(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            seen = self._written.get(row["device_id"])
+            stale = seen is None or (row["last_seen"] - seen[0]).total_seconds() >= self.REFRESH_S
+            changed = seen is not None and self._what(row)[1:] != seen[1][1:]
+            new_model = seen is not None and row["model_version"] not in (None, seen[1][0])
+            if stale or changed or new_model:
+                out.append(row)
+        self._pending = out
+        return out
+
+    def committed(self) -> None:
+        """The rows of the last due() are in the database."""
+        for row in self._pending:
+            self._written[row["device_id"]] = (row["last_seen"], self._what(row))
+        self._pending = []

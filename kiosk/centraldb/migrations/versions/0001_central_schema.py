@@ -41,7 +41,6 @@ def upgrade() -> None:
         ["started_at"],
         postgresql_include=["device_id", "timezone", "age_group", "gender"],
     )
-    op.create_index("ix_visits_device_started_at", "visits", ["device_id", "started_at"])
     op.create_table(
         "checks",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -56,7 +55,6 @@ def upgrade() -> None:
     op.create_index(
         "ix_checks_at", "checks", ["at"], postgresql_include=["device_id", "timezone", "status"]
     )
-    op.create_index("ix_checks_device_at", "checks", ["device_id", "at"])
     op.create_table(
         "devices",
         sa.Column("device_id", sa.String(64), primary_key=True),
