@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kiosk.config import ClassifierConfig
 from kiosk.labels import AGE_GROUP_MIDPOINTS, AGE_GROUPS, GENDERS, MODEL_NAMES
 
 MODELS_ROOT = Path(__file__).resolve().parent / "models"
@@ -219,6 +220,11 @@ class Classifier:
     a 1- or 2-wide gender output, or two models (``age.tflite``, ``gender.tflite``).
     """
 
+    @classmethod
+    def from_config(cls, c: ClassifierConfig) -> Classifier:
+        """The shipped model named by `classifier.model`, or the folder `model_dir`."""
+        return cls(c.model_dir or shipped_model_dir(c.model), c.num_threads)
+
     def __init__(
         self,
         model_dir: str | Path | None = None,
@@ -278,21 +284,21 @@ class Classifier:
             raise ModelFileError(
                 f"{labels_path}: expected 'files' with 'model' or with 'age' and 'gender'"
             )
-        self._age_out = self._age_model.output_by_width(len(AGE_GROUPS))
-        if self._age_out is None:
+        age_out = self._age_model.output_by_width(len(AGE_GROUPS))
+        if age_out is None:
             raise ModelFileError(
                 f"{self._age_model.path}: expected an age output of shape (N, 8), got "
                 f"{[tuple(int(d) for d in o['shape']) for o in self._age_model.outputs]}"
             )
-        self._gender_out = self._gender_model.output_by_width(
-            2
-        ) or self._gender_model.output_by_width(1)
-        if self._gender_out is None or self._gender_out is self._age_out:
+        gender_out = self._gender_model.output_by_width(2) or self._gender_model.output_by_width(1)
+        if gender_out is None or gender_out is age_out:
             raise ModelFileError(
                 f"{self._gender_model.path}: expected a gender output of shape (N, 2) or "
                 f"(N, 1), got "
                 f"{[tuple(int(d) for d in o['shape']) for o in self._gender_model.outputs]}"
             )
+        self._age_out: dict = age_out
+        self._gender_out: dict = gender_out
         self.input_size = self._age_model.size
         if self._gender_model.size != self.input_size:
             raise ModelFileError(

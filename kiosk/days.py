@@ -57,13 +57,14 @@ def hour_buckets(day: date, tz: ZoneInfo) -> list[Bucket]:
     """The local hours of a day: 24, or 23/25 on a DST change day."""
     whole = day_bucket(day, tz)
     buckets: list[Bucket] = []
-    key = label = start = None
-    t = whole.start
+    key: tuple[int, timedelta | None] | None = None
+    label = ""
+    t = start = whole.start
     while t < whole.end:
         local = t.astimezone(tz)
         here = (local.hour, local.utcoffset())
         if here != key:
-            if start is not None:
+            if key is not None:
                 buckets.append(Bucket(day, label, start, t))
             key, start, label = here, t, local.isoformat(timespec="minutes")[11:]
         t += _QUARTER

@@ -62,7 +62,7 @@ TURNED_EXTRA_NEIGHBORS = 2
 
 
 def cascade_path(name: str = "haarcascade_frontalface_default.xml") -> str:
-    return str(cv2.data.haarcascades + name)
+    return str(cv2.data.haarcascades + name)  # type: ignore[attr-defined]
 
 
 def load_cascade(path: str) -> cv2.CascadeClassifier:
@@ -155,7 +155,7 @@ class FaceDetector:
             minSize=(min_px, min_px),
             maxSize=(max_px, max_px),
         )
-        return [tuple(int(v) for v in f) for f in found]
+        return [(int(f[0]), int(f[1]), int(f[2]), int(f[3])) for f in found]
 
     def _search_turned(
         self, grey: np.ndarray, min_px: int, max_px: int
@@ -179,7 +179,7 @@ class FaceDetector:
         x0, y0 = max(0, int(cx - r)), max(0, int(cy - r))
         patch = grey[y0 : int(cy + r), x0 : int(cx + r)]
         lo, hi = int(0.75 * w), int(1.35 * w) + 1
-        if min(patch.shape[:2]) < lo:
+        if min(patch.shape[:2]) < lo or self._confirm is None:
             return False
         hits = self._confirm.detectMultiScale(
             patch,

@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kiosk.config import CameraConfig
+from kiosk.lifecycle import Backoff, Part
 from kiosk.logsetup import redact_url
 
 log = logging.getLogger(__name__)
@@ -75,23 +77,7 @@ def valid_image(image: object) -> bool:
     )
 
 
-class Backoff:
-    """Capped exponential backoff: initial, 2x, 4x ... max, reset after a success."""
-
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        self.initial_s, self.max_s = initial_s, max_s
-        self.next_s = initial_s
-
-    def delay(self) -> float:
-        d = self.next_s
-        self.next_s = min(self.max_s, self.next_s * 2)
-        return d
-
-    def reset(self) -> None:
-        self.next_s = self.initial_s
-
-
-class CameraSource:
+class CameraSource(Part):
     """Frames from OpenCV's VideoCapture; `read()` returns the newest frame or None."""
 
     def __init__(
@@ -132,6 +118,20 @@ class CameraSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @classmethod
+    def from_config(cls, c: CameraConfig) -> CameraSource:
+        return cls(
+            c.source,
+            width=c.width,
+            height=c.height,
+            fps=c.fps,
+            loop=c.loop,
+            realtime=c.realtime,
+            stall_timeout_s=c.stall_timeout_s,
+            reconnect_initial_s=c.reconnect_initial_s,
+            reconnect_max_s=c.reconnect_max_s,
+        )
+
     def _set_state(self, state: str, detail: str = "") -> None:
         if state != self.state:
             self.state = state
@@ -160,6 +160,8 @@ class CameraSource:
     def start(self) -> CameraSource:
         """Start reading. A file must open and give a frame now (it will not get better by
         retrying); a camera or stream is retried in the background."""
+        if self.state != "closed" or self._stop.is_set():
+            return self
         if not self.live:
             self._check_file()
         self._set_state("connecting")

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from kiosk.config import MetricsConfig
 from kiosk.counters import Counters
 from kiosk.httplisten import BoundedConnections, CappedRequest
+from kiosk.lifecycle import Part
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class CountersCollector:
     def _drain_inference(self) -> None:
         samples = self._counters.inference_ms
         # The classify thread appends at the right; taking from the left is safe alongside it.
-        take = samples.popleft if hasattr(samples, "popleft") else (lambda: samples.pop(0))
+        take = samples.popleft
         while samples:
             self._inference.observe(take() / 1000.0)
 
@@ -121,19 +123,32 @@ class CountersCollector:
                 yield gauge("kiosk_mqtt_outbox_depth", "Visits waiting to be published", depth)
 
 
-class MetricsServer:
-    """The HTTP endpoint in a daemon thread; `close()` stops it and frees the port."""
+class MetricsServer(Part):
+    """The /metrics endpoint on host:port (0 picks a free port; see `.port`), served from a
+    daemon thread; `close()` stops it and frees the port."""
 
-    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
+    def __init__(self, host: str, port: int, collector: Any) -> None:
+        """`collector`: the prometheus-client collector that is read at each scrape
+        (kioskd's CountersCollector, kiosk-collect's StatsCollector)."""
+        self.requested = (host, port)
+        self.collector = collector
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(
+        cls, cfg: MetricsConfig, counters: Counters, outbox_depth: Callable[[], int] | None
+    ) -> MetricsServer:
+        return cls(cfg.host, cfg.port, CountersCollector(counters, outbox_depth))
 
     @property
     def host(self) -> str:
+        assert self._server is not None
         return str(self._server.server_address[0])
 
     @property
     def port(self) -> int:
+        assert self._server is not None
         return int(self._server.server_address[1])
 
     @property
@@ -141,10 +156,45 @@ class MetricsServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/metrics"
 
+    def start(self) -> MetricsServer:
+        """Listen now (MetricsUnavailable without prometheus-client, OSError for the port)."""
+        if self._server is not None:
+            return self
+        try:
+            from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+            from prometheus_client.exposition import ThreadingWSGIServer
+        except ImportError as exc:
+            raise MetricsUnavailable(
+                "metrics.enabled needs prometheus-client: pip install 'kiosk[metrics]'"
+            ) from exc
+        host, port = self.requested
+
+        class Server(BoundedConnections, ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            name = "metrics"
+
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)  # memory and CPU, to spot a slow leak over months
+        registry.register(self.collector)
+        app = make_wsgi_app(registry)
+        self._server = make_server(host, port, app, Server, handler_class=_QuietHandler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics", daemon=True
+        )
+        self._thread.start()
+        if not _is_loopback(host):
+            log.warning("metrics endpoint %s is reachable from the network", self.url)
+        log.info("metrics on %s", self.url)
+        return self
+
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def _is_loopback(host: str) -> bool:
@@ -162,32 +212,5 @@ def start_metrics_server(
     counters: Counters,
     outbox_depth: Callable[[], int] | None = None,
 ) -> MetricsServer:
-    """Serve kioskd's /metrics on host:port (port 0 picks a free one; see `.port`)."""
-    return serve_metrics(host, port, CountersCollector(counters, outbox_depth))
-
-
-def serve_metrics(host: str, port: int, collector: Any) -> MetricsServer:
-    """Serve /metrics from one prometheus-client collector (and the process's own numbers)."""
-    try:
-        from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
-        from prometheus_client.exposition import ThreadingWSGIServer
-    except ImportError as exc:
-        raise MetricsUnavailable(
-            "metrics.enabled needs prometheus-client: pip install 'kiosk[metrics]'"
-        ) from exc
-
-    class Server(BoundedConnections, ThreadingWSGIServer):
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        name = "metrics"
-
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)  # memory and CPU, to spot a slow leak over months
-    registry.register(collector)
-    server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
-    thread.start()
-    metrics = MetricsServer(server, thread)
-    if not _is_loopback(host):
-        log.warning("metrics endpoint %s is reachable from the network", metrics.url)
-    log.info("metrics on %s", metrics.url)
-    return metrics
+    """Serve kioskd's /metrics on host:port now."""
+    return MetricsServer(host, port, CountersCollector(counters, outbox_depth)).start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -31,7 +33,7 @@ class MotionDetector:
         self.size = size
         self._previous: np.ndarray | None = None
 
-    def moved(self, image: np.ndarray, ignore: list[Box] = ()) -> bool:
+    def moved(self, image: np.ndarray, ignore: Sequence[Box] = ()) -> bool:
         """Whether enough pixels changed since the last frame, outside the `ignore` boxes."""
         small = shrink(image, self.size)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small

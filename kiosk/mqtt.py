@@ -43,6 +43,7 @@ from kiosk.config import MqttConfig
 from kiosk.counters import Counters
 from kiosk.daystats import day_stats
 from kiosk.discovery import discovery_configs
+from kiosk.lifecycle import Part
 from kiosk.limits import LogEvery
 from kiosk.mqttclient import WINDOW, check_files, connect_bounded, make_client, read_password
 from kiosk.store import CheckOutboxEntry, OutboxEntry, Store
@@ -78,12 +79,12 @@ UNSYNCED_HOLD_S = 180.0
 Key = tuple[str, int]
 
 
-class Publisher:
+class Publisher(Part):
     """Drains the visit outbox to MQTT and keeps ``status``, ``stats`` and discovery current.
 
     ``start()`` returns at once (the connection is made in the background and retried with
     backoff); ``wake()`` is cheap and safe to call from the frame loop right after a visit is
-    committed; ``stop()`` publishes ``offline`` and disconnects cleanly. When
+    committed; ``close()`` publishes ``offline`` and disconnects cleanly. When
     ``cfg.enabled`` is false all three do nothing.
     """
 
@@ -144,9 +145,9 @@ class Publisher:
     def connected(self) -> bool:
         return self._connected
 
-    def start(self) -> None:
+    def start(self) -> Publisher:
         if not self.cfg.enabled or self._thread is not None:
-            return
+            return self
         try:
             self._trim()
             waiting = self.store.outbox_depth()
@@ -180,14 +181,15 @@ class Publisher:
         client.loop_start()
         self._thread = threading.Thread(target=self._run, name="kiosk-mqtt", daemon=True)
         self._thread.start()
+        return self
 
     def wake(self) -> None:
         """A visit was just committed: publish it (and fresh stats) soon. Never blocks."""
         self._stats_due = True
         self._wake.set()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Publish ``offline``, disconnect cleanly and stop both threads."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Publish ``offline``, disconnect cleanly and stop both threads; idempotent."""
         if self._thread is None or self.client is None:
             return
         self._stop.set()

@@ -10,8 +10,10 @@ import os
 import socket
 import time
 
+from kiosk.lifecycle import Part
 
-class Notifier:
+
+class Notifier(Part):
     def __init__(
         self,
         socket_path: str | None = None,

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import cast
 
 import cv2
 import numpy as np
@@ -26,7 +27,8 @@ from kiosk.detect import Box
 from kiosk.focus import FocusedDetector
 from kiosk.frames import Frame, valid_image
 from kiosk.gate import Gate
-from kiosk.labels import AGE_GROUPS
+from kiosk.labels import AGE_GROUPS, CheckStatus, VisitStatus
+from kiosk.lifecycle import Part
 from kiosk.ordered import OrderedWorker
 from kiosk.track import Track, Tracker
 from kiosk.visit import Check, Visit
@@ -67,8 +69,9 @@ class ClosedVisit:
     started_at: datetime
     ended_at: datetime
     temperature_c: float | None
-    temperature_status: str
+    temperature_status: VisitStatus
     frames: int
+    skin_c: float | None = None
 
     def classified(self, demo: Demographics, model_version: str) -> Visit:
         return Visit(
@@ -83,6 +86,7 @@ class ClosedVisit:
             temperature_status=self.temperature_status,
             frames=self.frames,
             model_version=model_version,
+            skin_c=self.skin_c,
         )
 
 
@@ -106,7 +110,7 @@ def crop_score(image: np.ndarray, box: Box) -> float:
     return box.area * min(1.0, sharpness(image, box) / 200.0)
 
 
-class Pipeline:
+class Pipeline(Part):
     def __init__(
         self,
         detector: FocusedDetector,
@@ -174,7 +178,13 @@ class Pipeline:
             self.counters.checks[result.status] += 1
             if not result.record:
                 self.closing.put(
-                    Check(self.device_id, track.last_wall, result.status, result.temperature_c)
+                    Check(
+                        self.device_id,
+                        track.last_wall,
+                        cast(CheckStatus, result.status),
+                        result.temperature_c,
+                        skin_c=result.skin_c,
+                    )  # fmt: skip
                 )
                 continue
             visit = ClosedVisit(
@@ -183,8 +193,9 @@ class Pipeline:
                 started_at=track.last_wall - timedelta(seconds=track.duration_s),
                 ended_at=track.last_wall,
                 temperature_c=result.temperature_c,
-                temperature_status=result.status,
+                temperature_status=cast(VisitStatus, result.status),  # recorded: not fail
                 frames=track.frames,
+                skin_c=result.skin_c,
             )
             self.closing.submit(partial(self._classified, visit, self.demographics(track)))
             log.debug(

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from kiosk import spill
 from kiosk.clock import ClockTrust, shift, wall_offset_s
 from kiosk.counters import Counters
+from kiosk.lifecycle import Part
 from kiosk.store import Store, StoreError, driver_message
 from kiosk.visit import Check, Visit
 
@@ -44,7 +45,7 @@ STEP_GRACE_S = 30.0
 Record = Visit | Check
 
 
-class Recorder:
+class Recorder(Part):
     def __init__(
         self,
         store: Store,
@@ -190,18 +191,19 @@ class Recorder:
         step = max(steps, key=abs, default=0.0)
         log.info("wall clock trusted: restamped %d records (clock stepped %+.0f s)", n, step)
 
-    def recover(self) -> None:
-        """At start: store the records the last run saved at exit (kiosk/spill.py) first."""
+    def start(self) -> Recorder:
+        """Store the records the last run saved at exit (kiosk/spill.py) first."""
         if self.spill_path is None:
-            return
+            return self
         saved = spill.load(self.spill_path)
         if not saved:
-            return
+            return self
         log.warning("storing %d records saved at the last exit (%s)", len(saved), self.spill_path)
         self.queue.extend(saved)
         self.flush()
         if not self.queue:
             self.spill_path.unlink(missing_ok=True)
+        return self
 
     def close(self) -> None:
         """Last try at shutdown; what still cannot be written goes to the spill file for the

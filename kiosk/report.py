@@ -19,12 +19,12 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
@@ -68,6 +68,10 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 30)
 # daily/range read one query per day; ten years is more than any store report needs.
 MAX_RANGE_DAYS = 3700
+
+
+# Table rows, produced lazily; closing the generator ends its query.
+Records = Generator[tuple, None, None]
 
 
 class InputError(Exception):
@@ -123,12 +127,12 @@ def count_rows(
 
 def count_records(
     rows: Iterable[CountRow], by: str, per_device: bool = False
-) -> tuple[tuple[str, ...], Iterator[tuple]]:
+) -> tuple[tuple[str, ...], Records]:
     columns = HOUR_COLUMNS if by == "hour" else COUNT_COLUMNS
     if per_device:
         columns = ("device_id", *columns)
 
-    def records() -> Iterator[tuple]:
+    def records() -> Records:
         for r in rows:
             head = (r.day.isoformat(), r.hour) if by == "hour" else (r.day.isoformat(),)
             dev = (r.device_id,) if per_device else ()
@@ -143,10 +147,10 @@ def _utc_text(t: datetime) -> str:
 
 def export_records(
     visits: Iterable[Visit], tz: ZoneInfo, temperature: bool
-) -> tuple[tuple[str, ...], Iterator[tuple]]:
+) -> tuple[tuple[str, ...], Records]:
     columns = EXPORT_COLUMNS + (("temperature_c",) if temperature else ())
 
-    def records() -> Iterator[tuple]:
+    def records() -> Records:
         try:
             yield from (export_row(v, tz, temperature) for v in visits)
         finally:  # a query's generator ends its session now, not at garbage collection
@@ -175,7 +179,7 @@ def export_row(v: Visit, tz: ZoneInfo, temperature: bool) -> tuple:
     return (*row, v.temperature_c) if temperature else row
 
 
-def write_table(out: TextIO, columns: tuple[str, ...], records: Iterable[tuple], fmt: str) -> None:
+def write_table(out: IO[str], columns: tuple[str, ...], records: Iterable[tuple], fmt: str) -> None:
     """RFC 4180 CSV (CRLF, header row; None as an empty field) or a JSON array of objects."""
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\r\n")
@@ -204,14 +208,14 @@ def open_output(path: str | None, binary: bool = False) -> Iterator[IO]:
     if path is None:
         if binary:
             raise InputError("this subcommand needs --out FILE")
-        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+        stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
         try:
-            yield out
+            yield stdout
         finally:
             try:
-                out.flush()
+                stdout.flush()
             finally:
-                out.detach()
+                stdout.detach()
         return
     target = Path(path).resolve()
     try:
@@ -223,14 +227,16 @@ def open_output(path: str | None, binary: bool = False) -> Iterator[IO]:
     if mode is not None and stat.S_ISDIR(mode):
         raise InputError(f"--out {path} is a directory; give a file name")
     if mode is not None and not stat.S_ISREG(mode):
-        with open(target, "wb" if binary else "w", **({} if binary else _TEXT)) as out:
+        with _open_for_write(target, binary) as out:
             yield out
         return
     with _replaced(target, mode, binary) as out:
         yield out
 
 
-_TEXT = {"encoding": "utf-8", "newline": ""}
+def _open_for_write(file: Path | int, binary: bool) -> IO:
+    """Bytes, or UTF-8 text with the newlines as written (CSV's CRLF)."""
+    return open(file, "wb") if binary else open(file, "w", encoding="utf-8", newline="")
 
 
 @contextmanager
@@ -243,7 +249,7 @@ def _replaced(target: Path, mode: int | None, binary: bool) -> Iterator[IO]:
     except OSError as exc:
         raise InputError(f"--out {target}: {exc.strerror}") from None
     try:
-        with open(fd, "wb" if binary else "w", **({} if binary else _TEXT)) as out:
+        with _open_for_write(fd, binary) as out:
             yield out
         if mode is None:
             umask = os.umask(0)
@@ -518,13 +524,13 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.command == "export":
             start, end = days_bounds(first, last, source.tz)
-            visits = store.iter_visits(start, end, source.device_id)
-            columns, records = export_records(visits, source.tz, args.temperature)
+            in_period = store.iter_visits(start, end, source.device_id)
+            columns, records = export_records(in_period, source.tz, args.temperature)
         else:
-            rows = count_rows(
+            periods = count_rows(
                 store, days_between(first, last), source.tz, args.by, source.device_id
             )
-            columns, records = count_records(rows, args.by)
+            columns, records = count_records(periods, args.by)
         # closing: a reader that leaves early (`| head`) must not leave a query open behind
         # the store's close, to fail later at garbage collection.
         with closing(records), open_output(out_path(args.out, first, last)) as out:

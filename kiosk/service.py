@@ -9,27 +9,28 @@ import signal
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from kiosk import __version__
-from kiosk.classify import Classifier, shipped_model_dir
+from kiosk.classify import Classifier
 from kiosk.clock import ClockTrust
 from kiosk.config import EX_CONFIG, Config, ConfigError, load_config
 from kiosk.counters import Counters
 from kiosk.days import today
 from kiosk.focus import FocusedDetector
 from kiosk.frames import CameraSource
-from kiosk.gate import Gate, build_gate
+from kiosk.gate import build_gate
 from kiosk.logsetup import add_url_secret, redact_url, scrub, setup_logging, under_journald
-from kiosk.metrics import MetricsServer, MetricsUnavailable, start_metrics_server
+from kiosk.metrics import MetricsServer, MetricsUnavailable
 from kiosk.mqtt import Publisher
 from kiosk.notify import Notifier
 from kiosk.pipeline import Pipeline
 from kiosk.recorder import Recorder
-from kiosk.retention import apply_retention
-from kiosk.store import Store, StoreError, driver_message
+from kiosk.retention import RetentionWorker
+from kiosk.store import Store, StoreError, check_url, driver_message
 from kiosk.track import Tracker
 from kiosk.visit import Visit
 
@@ -37,13 +38,14 @@ log = logging.getLogger("kioskd")
 
 STATUS_INTERVAL_S = 5.0
 RETENTION_INTERVAL_S = 24 * 3600.0
-# A purge deletes one day per transaction (~0.1 s with 100k outbox rows); stop waits this long.
-RETENTION_JOIN_S = 10.0
 # Beside the database: records it would not take at the last exit (kiosk/spill.py).
 SPILL_NAME = "kiosk-unstored.jsonl"
 
 
 class Daemon:
+    """kioskd: its parts in data-flow order, entered into one ExitStack by `start()`, so that
+    `close()` shuts them down in the reverse order."""
+
     def __init__(self, cfg: Config, config_path: str = "") -> None:
         self.cfg = cfg
         self.config_path = config_path
@@ -51,32 +53,28 @@ class Daemon:
         self.notifier = Notifier()
         self.stop_requested = threading.Event()
         self.summary_requested = False
-        self.metrics: MetricsServer | None = None
         self.restart_requested = False
         self.hangup_pending = False
-        self._retention: threading.Thread | None = None
+        self._parts = ExitStack()
         # Holds the writer lock and proves the file writable (kiosk/dbfile.py).
         self.store = Store(cfg.database_url, writer=True)
+        self.retention = RetentionWorker(
+            self.store, cfg.store.retention_days, cfg.tz, cfg.device_id, self._clock_trusted
+        )
+        # Does nothing unless mqtt.enabled; publishes from the store's outbox on its own thread.
+        self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.store, cfg.tz, self.counters)
         # Disk full / untrusted clock: see kiosk/recorder.py.
         self.recorder = Recorder(
             self.store, self.counters, ClockTrust(cfg.clock.trust), cfg.mqtt.enabled,
             on_visit=self._visit_committed,
             spill_path=(self.store.path.parent if self.store.path else cfg.state_path) / SPILL_NAME,
         )  # fmt: skip
-        model_dir = cfg.classifier.model_dir or shipped_model_dir(cfg.classifier.model)
-        self.classifier = Classifier(model_dir, cfg.classifier.num_threads)
-        self.detector = FocusedDetector.from_config(cfg.detector)
-        t = cfg.tracker
-        self.tracker = Tracker(t.iou_threshold, t.max_gap_s, t.min_frames, t.best_crops)
-        self.gate = self._build_gate()
-        c = cfg.camera
-        self.source = CameraSource(
-            c.source, c.width, c.height, c.fps, c.loop, c.realtime,
-            c.stall_timeout_s, c.reconnect_initial_s, c.reconnect_max_s,
-        )  # fmt: skip
+        self.gate = build_gate(cfg.gate, cfg.thermal, self.counters, cfg.mqtt)
+        self.source = CameraSource.from_config(cfg.camera)
+        self.classifier = Classifier.from_config(cfg.classifier)
         self.pipeline = Pipeline(
-            self.detector,
-            self.tracker,
+            FocusedDetector.from_config(cfg.detector),
+            Tracker.from_config(cfg.tracker),
             self.classifier,
             self.gate,
             on_visit=self.recorder.add,
@@ -86,11 +84,54 @@ class Daemon:
             # Always: results are the same either way; see kiosk/pipeline.py.
             classify_off_thread=True,
         )
-        # Does nothing unless mqtt.enabled; publishes from the store's outbox on its own thread.
-        self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.store, cfg.tz, self.counters)
 
-    def _build_gate(self) -> Gate:
-        return build_gate(self.cfg.gate, self.cfg.thermal, self.counters, self.cfg.mqtt)
+    def start(self) -> Daemon:
+        """Open every part, downstream first; a part that fails closes those already open."""
+        with ExitStack() as parts:
+            parts.enter_context(self.notifier)
+            parts.enter_context(self.store)
+            parts.enter_context(self.retention)
+            parts.enter_context(self.publisher)
+            if metrics := self._metrics():
+                parts.enter_context(metrics)
+            parts.callback(lambda: log.info("summary: %s", self.counters.summary()))
+            parts.enter_context(self.recorder)  # stores what the last run could not, first
+            parts.enter_context(self.gate)
+            parts.enter_context(self.source)
+            parts.enter_context(self.pipeline)  # open visits reach the recorder at shutdown
+            parts.callback(self._say_stopping)
+            self._parts = parts.pop_all()
+        return self
+
+    def close(self) -> None:
+        self._parts.close()
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _say_stopping(self) -> None:
+        if self.restart_requested:
+            self.notifier.reloading()
+        else:
+            self.notifier.stopping()
+
+    def _clock_trusted(self) -> bool:
+        return self.recorder.clock_synced
+
+    def _metrics(self) -> MetricsServer | None:
+        """The optional Prometheus endpoint; without it kioskd still counts visitors."""
+        m = self.cfg.metrics
+        if not m.enabled:
+            return None
+        depth = self.store.outbox_depth if self.cfg.mqtt.enabled else None
+        try:
+            return MetricsServer.from_config(m, self.counters, depth).start()
+        except (MetricsUnavailable, OSError) as exc:
+            log.error("metrics endpoint %s:%d not started: %s", m.host, m.port, exc)
+            return None
 
     def _visit_committed(self, visit: Visit) -> None:
         self.counters.visits += 1
@@ -102,37 +143,6 @@ class Daemon:
             visit.age_confidence * 100, visit.frames,
             (visit.ended_at - visit.started_at).total_seconds(), visit.temperature_status,
         )  # fmt: skip
-
-    def apply_retention(self) -> None:
-        if not self.recorder.clock_synced:
-            # A clock years ahead would purge everything; wait until it is trusted.
-            log.info("retention: skipped until the wall clock is trusted")
-            return
-        days = self.cfg.store.retention_days
-        try:
-            visits, checks = apply_retention(
-                self.store, days, self.cfg.tz, device_id=self.cfg.device_id
-            )
-        except SQLAlchemyError as exc:
-            log.error("retention purge failed: %s", driver_message(exc))
-            return
-        if visits or checks:
-            log.info(
-                "retention: deleted %d visits and %d checks older than %d days",
-                visits,
-                checks,
-                days,
-            )
-
-    def start_retention(self) -> None:
-        """Purge on its own thread, after READY: the frame loop and the watchdog pings go on
-        (one day per transaction, so the recorder never waits long for the write lock)."""
-        if self._retention is not None and self._retention.is_alive():
-            return
-        self._retention = threading.Thread(
-            target=self.apply_retention, name="kiosk-retention", daemon=True
-        )
-        self._retention.start()
 
     def visits_today(self) -> int | None:
         """Visits stored since local midnight (config timezone); one indexed COUNT."""
@@ -176,17 +186,15 @@ class Daemon:
         signal.signal(signal.SIGUSR2, ignored)
 
     def run(self, max_frames: int | None = None, duration_s: float | None = None) -> int:
+        """The frame loop, until stopped, the input ends or a limit is reached; then close."""
         self.install_signals()
-        self.recorder.recover()
         log.info(
             "kioskd %s started: device %s, camera %s, database %s, model %s",
             __version__, self.cfg.device_id, redact_url(self.cfg.camera.source),
             redact_url(self.cfg.database_url), self.classifier.model_version,
         )  # fmt: skip
-        self.publisher.start()
-        self.metrics = self.start_metrics()
         self.notifier.ready(self.status_line())
-        self.start_retention()
+        self.retention.kick()
         started = time.monotonic()
         next_status = started + STATUS_INTERVAL_S
         next_retention = started + RETENTION_INTERVAL_S
@@ -214,13 +222,13 @@ class Daemon:
                     self.notifier.status(self.status_line())
                 if now >= next_retention:
                     next_retention = now + RETENTION_INTERVAL_S
-                    self.start_retention()
+                    self.retention.kick()
                 if max_frames is not None and self.counters.frames >= max_frames:
                     break
                 if duration_s is not None and now - started >= duration_s:
                     break
         finally:
-            self.shutdown()
+            self.close()
         return 0
 
     def config_reloads(self) -> bool:
@@ -233,36 +241,6 @@ class Daemon:
             return False
         log.info("received SIGHUP: storing open visits, then restarting with the new config")
         return True
-
-    def start_metrics(self) -> MetricsServer | None:
-        """The optional Prometheus endpoint; without it kioskd still counts visitors."""
-        m = self.cfg.metrics
-        if not m.enabled:
-            return None
-        depth = self.store.outbox_depth if self.cfg.mqtt.enabled else None
-        try:
-            return start_metrics_server(m.host, m.port, self.counters, depth)
-        except (MetricsUnavailable, OSError) as exc:
-            log.error("metrics endpoint %s:%d not started: %s", m.host, m.port, exc)
-            return None
-
-    def shutdown(self) -> None:
-        if self.restart_requested:
-            self.notifier.reloading()
-        else:
-            self.notifier.stopping()
-        self.pipeline.close()  # open visits and those still being classified reach the recorder
-        self.source.close()
-        self.gate.close()
-        self.recorder.close()
-        log.info("summary: %s", self.counters.summary())
-        if self.metrics is not None:
-            self.metrics.close()
-        self.publisher.stop()
-        if self._retention is not None:
-            self._retention.join(RETENTION_JOIN_S)
-        self.store.close()
-        self.notifier.close()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -283,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config)
+        check_url(cfg.store.url)
     except ConfigError as exc:
         err = "<3>" if under_journald() else ""  # before logging is set up
         print(f"{err}kioskd: config error: {scrub(str(exc))}", file=sys.stderr)
@@ -294,8 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     add_url_secret(cfg.database_url)
     setup_logging(cfg.log_level)
     try:
-        daemon = Daemon(cfg, args.config)
-        daemon.source.start()
+        daemon = Daemon(cfg, args.config).start()
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return EX_CONFIG

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy import (
     Boolean,
@@ -33,17 +34,21 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import CursorResult, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql import Delete
 
+from kiosk.config import ConfigError
 from kiosk.dbfile import DatabaseInUse, FileIdentity, WriterLock, save_copy
+from kiosk.labels import VisitStatus
+from kiosk.lifecycle import Part
 from kiosk.logsetup import redact_url
 from kiosk.visit import Check, Visit
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class StoreError(Exception):
@@ -76,6 +81,8 @@ class VisitRow(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     # v2: false while the wall clock was not trusted yet (kiosk/clock.py).
     clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    # v4: the skin reading the body estimate (temperature_c) came from; NULL before v4.
+    skin_c: Mapped[float | None] = mapped_column(Float, nullable=True)
     __table_args__ = (Index("ix_visits_started_at", "started_at", "device_id"),)
 
 
@@ -89,6 +96,7 @@ class CheckRow(Base):
     status: Mapped[str] = mapped_column(String(12))
     temperature_c: Mapped[float | None] = mapped_column(Float, nullable=True)
     clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    skin_c: Mapped[float | None] = mapped_column(Float, nullable=True)  # v4
     __table_args__ = (Index("ix_checks_at", "at", "device_id"),)
 
 
@@ -134,10 +142,11 @@ def visit_from_row(row: VisitRow) -> Visit:
         gender=row.gender,
         gender_confidence=row.gender_confidence,
         temperature_c=row.temperature_c,
-        temperature_status=row.temperature_status,
+        temperature_status=cast(VisitStatus, row.temperature_status),
         frames=row.frames,
         model_version=row.model_version,
         clock_synced=row.clock_synced,
+        skin_c=row.skin_c,
     )
 
 
@@ -205,6 +214,12 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def check_url(url: str) -> None:
+    """`store.url` as a config check (the config layer itself knows no SQLAlchemy)."""
+    if url and (problem := url_problem(url)):
+        raise ConfigError("store.url", problem)
+
+
 def _configure_sqlite(engine: Engine, read_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record) -> None:
@@ -267,8 +282,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # Without it one day's purge scanned the whole outbox per visit: 37.6 s with 100k pending.
     2: ("CREATE INDEX IF NOT EXISTS ix_outbox_visit_id ON outbox (visit_id)",),
+    # temperature_c became a body estimate; the skin reading it came from is kept beside it.
+    # Earlier rows hold a skin reading in temperature_c and NULL here.
+    3: (
+        "ALTER TABLE visits ADD COLUMN skin_c FLOAT",
+        "ALTER TABLE checks ADD COLUMN skin_c FLOAT",
+    ),
     # Checks are published too (kiosk-collect counts them): create_all adds check_outbox.
-    3: (),
+    4: (),
 }
 
 
@@ -319,7 +340,7 @@ def check_schema(engine: Engine) -> None:
         raise StoreError(f"database schema version {version} is {why}")
 
 
-class Store:
+class Store(Part):
     """Writes visits and checks; serves the outbox and retention.
 
     `read_only` opens an existing database without changing it; `create=False` refuses one that
@@ -334,7 +355,7 @@ class Store:
         self.path = sqlite_path(url)
         self._lock = WriterLock(self.path) if writer and self.path is not None else None
         self._identity: FileIdentity | None = None
-        if self._lock is not None:
+        if self._lock is not None and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._lock.acquire()
@@ -391,7 +412,9 @@ class Store:
         saved = self.path.with_name(f"{self.path.name}.{stamp}.orphaned")
         try:
             with self.engine.connect() as conn:
-                save_copy(conn.connection.driver_connection, saved)
+                dbapi = conn.connection.driver_connection
+                assert dbapi is not None
+                save_copy(dbapi, saved)
         except (OSError, sqlite3.Error, SQLAlchemyError) as exc:
             raise StoreError(f"{self.path} was {what}; cannot save the open copy: {exc}") from None
         log.error(
@@ -431,6 +454,7 @@ class Store:
                     frames=visit.frames,
                     model_version=visit.model_version,
                     clock_synced=visit.clock_synced,
+                    skin_c=visit.skin_c,
                 )
             )
             if outbox:
@@ -449,6 +473,7 @@ class Store:
                     status=check.status,
                     temperature_c=check.temperature_c,
                     clock_synced=check.clock_synced,
+                    skin_c=check.skin_c,
                 )
             )
             if outbox:
@@ -472,15 +497,16 @@ class Store:
                 n += 1
                 for entry in s.scalars(select(OutboxRow).where(OutboxRow.visit_id == row.id)):
                     entry.created_at = entry.created_at + d
-            rows = s.scalars(select(CheckRow).where(CheckRow.id.in_(list(checks)))).all()
-            for row in rows:
-                if not row.clock_synced:
-                    row.at, row.clock_synced = row.at + checks[row.id], True
+            check_rows = s.scalars(select(CheckRow).where(CheckRow.id.in_(list(checks)))).all()
+            for check_row in check_rows:
+                if not check_row.clock_synced:
+                    check_row.at = check_row.at + checks[check_row.id]
+                    check_row.clock_synced = True
                     n += 1
                     for c in s.scalars(
-                        select(CheckOutboxRow).where(CheckOutboxRow.check_id == row.id)
+                        select(CheckOutboxRow).where(CheckOutboxRow.check_id == check_row.id)
                     ):
-                        c.created_at = c.created_at + checks[row.id]
+                        c.created_at = c.created_at + checks[check_row.id]
         return n
 
     def visits(self, start: datetime, end: datetime, device_id: str | None = None) -> list[Visit]:
@@ -673,9 +699,9 @@ class Store:
             s.execute(delete(OutboxRow).where(OutboxRow.visit_id.in_(old)))
             old = select(CheckRow.id).where(*checks_where)
             s.execute(delete(CheckOutboxRow).where(CheckOutboxRow.check_id.in_(old)))
-            visits = s.execute(delete(VisitRow).where(*visits_where)).rowcount
-            checks = s.execute(delete(CheckRow).where(*checks_where)).rowcount
-        return visits or 0, checks or 0
+            visits = _deleted(s, delete(VisitRow).where(*visits_where))
+            checks = _deleted(s, delete(CheckRow).where(*checks_where))
+        return visits, checks
 
     def count_older(self, older_than: datetime, device_id: str | None = None) -> tuple[int, int]:
         """How many visits and checks `purge` would delete (a dry run)."""
@@ -686,9 +712,11 @@ class Store:
         return visits or 0, checks or 0
 
     def close(self) -> None:
+        """Release the connections and the writer lock; idempotent."""
         self.engine.dispose()
-        if self._lock is not None:
-            self._lock.release()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
 
 def _trim(
@@ -697,15 +725,20 @@ def _trim(
     """One outbox's trim: delivered entries, synced ones older than `cutoff`, then the oldest
     beyond `n`; returns how many undelivered entries were dropped."""
     s.execute(delete(table).where(table.delivered_at.is_not(None)))
-    dropped = s.execute(delete(table).where(table.created_at < cutoff, synced)).rowcount or 0
+    dropped = _deleted(s, delete(table).where(table.created_at < cutoff, synced))
     pending = s.scalar(select(func.count()).select_from(table)) or 0
     if pending > n:
         oldest = select(table.id).order_by(table.id).limit(pending - n)
-        dropped += s.execute(delete(table).where(table.id.in_(oldest))).rowcount or 0
+        dropped += _deleted(s, delete(table).where(table.id.in_(oldest)))
     return dropped
 
 
-def driver_message(exc: SQLAlchemyError) -> str:
+def _deleted(session: Session, statement: Delete) -> int:
+    """Rows a DELETE removed."""
+    return cast(CursorResult, session.execute(statement)).rowcount or 0
+
+
+def driver_message(exc: Exception) -> str:
     """The driver's own words (e.g. 'attempt to write a readonly database'), without SQL."""
     orig = getattr(exc, "orig", None)
     return str(orig) if orig is not None else str(exc).splitlines()[0]

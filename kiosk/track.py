@@ -8,6 +8,7 @@ from datetime import datetime
 
 import numpy as np
 
+from kiosk.config import TrackerConfig
 from kiosk.detect import Box
 
 
@@ -53,6 +54,10 @@ class Tracker:
         self.max_jump = max_jump  # centre move allowed per frame, in face widths
         self.tracks: list[Track] = []
         self._next_id = 1
+
+    @classmethod
+    def from_config(cls, t: TrackerConfig) -> Tracker:
+        return cls(t.iou_threshold, t.max_gap_s, t.min_frames, t.best_crops)
 
     def _affinity(self, track: Track, box: Box) -> float:
         """Higher is better; 0 means the box cannot belong to the track."""

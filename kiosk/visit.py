@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from kiosk.labels import CheckStatus, VisitStatus
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -22,13 +24,14 @@ class Visit:
     age_confidence: float
     gender: str
     gender_confidence: float
-    temperature_c: float | None
-    temperature_status: str  # pass | off | unmeasured (when unmeasured passes by config)
+    temperature_c: float | None  # the body (oral) estimate, or the external kiosk's value
+    temperature_status: VisitStatus  # unmeasured when it passes by config
     frames: int
     model_version: str
     id: str = field(default_factory=new_id)
     # False while the wall clock was not yet trusted (see kiosk/clock.py).
     clock_synced: bool = True
+    skin_c: float | None = None  # the skin reading the estimate came from (thermal gate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +40,8 @@ class Check:
 
     device_id: str
     at: datetime  # UTC, timezone-aware
-    status: str  # fail | unmeasured
-    temperature_c: float | None
+    status: CheckStatus
+    temperature_c: float | None  # the body (oral) estimate, or the external kiosk's value
     id: str = field(default_factory=new_id)
     clock_synced: bool = True
+    skin_c: float | None = None  # the skin reading the estimate came from (thermal gate)

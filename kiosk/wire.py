@@ -14,11 +14,18 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from kiosk.config import DEVICE_ID
-from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.labels import (
+    AGE_GROUPS,
+    CHECK_STATUSES,
+    GENDERS,
+    VISIT_STATUSES,
+    CheckStatus,
+    VisitStatus,
+)
 from kiosk.visit import Check, Visit
 
 # Topic levels under <prefix>/<device_id>/.
@@ -26,8 +33,6 @@ KINDS: tuple[str, ...] = ("status", "visit", "check", "stats")
 STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
 # A visit or check is a few hundred bytes and stats under 1 kB; anything far larger is hostile.
 MAX_PAYLOAD_BYTES = 16_384
-VISIT_STATUSES = ("pass", "off", "unmeasured")
-CHECK_STATUSES = ("fail", "unmeasured")
 _MAX_TEXT = 64  # ids, device ids, model versions: the store's column width
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -316,7 +321,7 @@ def _visit(f: _Fields) -> Visit:
         gender=f.text("gender", GENDERS),
         gender_confidence=f.number("gender_confidence", 0.0, 1.0),
         temperature_c=f.temperature(),
-        temperature_status=f.text("temperature_status", VISIT_STATUSES),
+        temperature_status=cast(VisitStatus, f.text("temperature_status", VISIT_STATUSES)),
         frames=f.count("frames"),
         model_version=f.text("model_version"),
         clock_synced=f.flag("clock_synced", True),
@@ -328,7 +333,7 @@ def _check(f: _Fields) -> Check:
         id=f.text("id"),
         device_id=f.text("device_id", pattern=DEVICE_ID),
         at=f.time("at"),
-        status=f.text("status", CHECK_STATUSES),
+        status=cast(CheckStatus, f.text("status", CHECK_STATUSES)),
         temperature_c=f.temperature(),
         clock_synced=f.flag("clock_synced", True),
     )

@@ -53,15 +53,18 @@ def shared_data() -> Path:
 
 def new_visit(
     at: datetime | None = None,
-    *,
     age: str = "25-32",
     gender: str = "female",
     device: str = "kiosk-1",
+    *,
+    ended: datetime | None = None,
     duration_s: float = 4.0,
     **fields,
 ) -> Visit:
-    """A stored-visit record that starts at `at` (default now, UTC); any field can be set."""
-    at = at or datetime.now(UTC)
+    """A stored-visit record that starts at `at` (or ends at `ended`; default now, UTC); any
+    field can be set."""
+    if at is None:
+        at = (ended or datetime.now(UTC)) - timedelta(seconds=duration_s if ended else 0)
     values = dict(
         device_id=device,
         started_at=at,

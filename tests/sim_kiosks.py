@@ -96,7 +96,7 @@ def main() -> None:
     print("drained", flush=True)
     stop.wait()
     for _, store, pub in kiosks:
-        pub.stop(timeout=2)
+        pub.close(timeout=2)
         store.close()
 
 

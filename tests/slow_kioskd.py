@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 import sys
-from functools import partial
 
 from kiosk import service
 from tests.slow_classifier import SlowClassifier
 
 if __name__ == "__main__":
     delay_s = float(os.environ["SLOW_CLASSIFIER_DELAY_S"])
-    service.Classifier = partial(SlowClassifier, delay_s=delay_s)
+
+    class Slow(SlowClassifier):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, delay_s=delay_s, **kwargs)
+
+    service.Classifier = Slow
     sys.exit(service.main())

@@ -90,7 +90,7 @@ def test_visits_and_checks_arrive_field_for_field_once(tmp_path, pg):
             assert wait_until(lambda: col.stats.total_stored() == 33, 10)
             again.disconnect()
         finally:
-            pub.stop()
+            pub.close()
     with engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(select(visits))}
         assert len(rows) == 30

@@ -177,8 +177,10 @@ def test_empty_model_file(tmp_path):
 
 @pytest.mark.parametrize(
     ("fixture", "expected"),
-    [("wrong_input_grey.tflite", r"expected an input of shape \(1, S, S, 3\)"),
-     ("wrong_output_5.tflite", r"expected an age output of shape \(N, 8\)")],
+    [
+        ("wrong_input_grey.tflite", r"expected an input of shape \(1, S, S, 3\)"),
+        ("wrong_output_5.tflite", r"expected an age output of shape \(N, 8\)"),
+    ],
 )
 def test_wrong_shape_model(tmp_path, fixture, expected):
     d = copy_models(tmp_path)
@@ -255,8 +257,14 @@ def test_shipped_model_on_portraits(shared_data, shipped):
     from tools.evaluate import run
 
     faces = shared_data / "faces"
-    m = run(str(faces / "pixabay_labels.csv"), str(faces / "pixabay.tar"), detect=True,
-            model_dir=str(shipped.model_dir), filter_expr="fold==6|7|8|9", border=0.25)
+    m = run(
+        str(faces / "pixabay_labels.csv"),
+        str(faces / "pixabay.tar"),
+        detect=True,
+        model_dir=str(shipped.model_dir),
+        filter_expr="fold==6|7|8|9",
+        border=0.25,
+    )
     assert m["n"] >= 180, m
     assert m["gender_accuracy"] >= 0.94, m
     assert min(m["gender_accuracy_female"], m["gender_accuracy_male"]) >= 0.92, m

@@ -55,12 +55,22 @@ def test_demo_stores_one_plausible_visit_per_visitor(demo_run):
     assert len({v.id for v, _ in matched}) == len(matched)
 
 
-@pytest.mark.parametrize("person", [
-    "collins",
-    pytest.param("hopper", marks=pytest.mark.xfail(strict=True, reason=(
-        "both shipped models read Grace Hopper (a woman over 60 in uniform) as male: the known "
-        "weak band (women 60+: 77-79 % on fold 9), reported in MODEL_CARD.md"))),
-])
+@pytest.mark.parametrize(
+    "person",
+    [
+        "collins",
+        pytest.param(
+            "hopper",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "both shipped models read Grace Hopper (a woman over 60 in uniform) as male: "
+                    "the known weak band (women 60+: 77-79 % on fold 9), reported in MODEL_CARD.md"
+                ),
+            ),
+        ),
+    ],
+)
 def test_demo_visitor_gender(demo_run, person):
     _, matched = demo_run
     alone = [(v, p[0]) for v, p in matched if len(p) == 1 and p[0]["name"] == person]

@@ -1,20 +1,23 @@
 """kioskd end to end with the thermal gate: a replayed Lepton kiosk recording beside a video.
 
 The same visitor, the same recording: once as recorded (passes, demographics stored), once
-read 1.5 C hotter through thermal.offset_c (a fever: a fail check, no demographics).
+read 1.5 C hotter through thermal.offset_c (a fever: a fail check, no demographics). The body
+estimate is stored with the skin reading it came from.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
 
 from kiosk.store import Store
 from tests.kioskd import run_kioskd, stored_visits, write_config
+from tests.test_gate import TESTR_DISC_C
 from tools.make_demo import ENTER_S, Appearance, render, write_video
 
-RECORDING = "thermal/feverscreen_lepton35/testr.npz"  # bonefish kiosk, disc calibrated 36.6 C
+RECORDING = "thermal/feverscreen_lepton35/testr.npz"  # bonefish kiosk, stored value 36.6 C
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +33,13 @@ def run_with_thermal(tmp_path, clip, recording, **thermal):
     cfg = write_config(
         tmp_path,
         camera={"source": str(clip), "realtime": True},
-        gate={"mode": "thermal", "threshold_c": 37.5},
+        gate={"mode": "thermal"},
         thermal={
             "source": "replay",
             "device": str(recording),
             "rotate": 1,
             "reference": "auto",
-            "reference_c": 36.6,
+            "reference_c": TESTR_DISC_C,
             **thermal,
         },
     )
@@ -58,6 +61,7 @@ def test_visit_stored_only_when_the_check_passes(tmp_path, shared_data, visitor_
     assert len(visits) == 1, log
     assert visits[0].temperature_status == "pass"
     assert 36.0 <= visits[0].temperature_c < 37.5
+    assert 34.0 <= visits[0].skin_c < visits[0].temperature_c
     assert checks == {}
 
     visits, checks, log = run_with_thermal(
@@ -65,3 +69,7 @@ def test_visit_stored_only_when_the_check_passes(tmp_path, shared_data, visitor_
     )
     assert visits == [], log
     assert checks == {"fail": 1}
+    with sqlite3.connect(tmp_path / "fever" / "state" / "kiosk.db") as conn:
+        ((estimate, skin),) = conn.execute("SELECT temperature_c, skin_c FROM checks").fetchall()
+    # Under the old 37.5 C skin threshold this visitor would have passed.
+    assert skin < 37.5 and estimate >= 37.15

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from kiosk.config import GateConfig, MqttConfig, ThermalConfig
 from kiosk.counters import Counters
-from kiosk.gate import ExternalGate, build_gate
+from kiosk.gate import build_gate
+from kiosk.gate.external import ExternalGate
 from kiosk.httplisten import MAX_CONNECTIONS, MAX_REQUEST_S
 from tests.broker import Broker, needs_mosquitto, wait_until
 
@@ -103,7 +104,7 @@ def test_port_in_use_is_a_config_error_naming_the_key():
         taken.listen(1)
         cfg = GateConfig(mode="external", http_port=taken.getsockname()[1])
         with pytest.raises(ConfigError) as err:
-            build_gate(cfg, ThermalConfig(), Counters())
+            build_gate(cfg, ThermalConfig(), Counters()).start()
     assert err.value.key == "gate.http_port" and "cannot listen" in str(err.value)
 
 
@@ -216,7 +217,7 @@ def gate_and_publisher(port: int, topic: str) -> Iterator[tuple[ExternalGate, mq
     """An external gate listening on `topic` at the broker, and a client to publish with."""
     cfg = MqttConfig(host="127.0.0.1", port=port)
     gate_cfg = GateConfig(mode="external", mqtt_topic=topic)
-    gate = build_gate(gate_cfg, ThermalConfig(), Counters(), cfg)
+    gate = build_gate(gate_cfg, ThermalConfig(), Counters(), cfg).start()
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     try:
         assert wait_until(lambda: gate._mqtt.is_connected(), timeout=5)
@@ -307,7 +308,7 @@ def publisher(tmp_path_factory):
         finally:
             client.loop_stop()
             client.disconnect()
-            p.stop()
+            p.close()
             store.close()
 
 

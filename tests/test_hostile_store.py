@@ -39,12 +39,13 @@ def fill(db: Path, old_visits: int, pending: int, devices=("door",), old_day: in
     recent = (NOW - timedelta(hours=1)).replace(tzinfo=None)
 
     def row(device: str, t: datetime) -> tuple:
-        return (str(uuid.uuid4()), device, t, t, "25-32", 0.9, "male", 0.9, None, "off", 9, "m", 1)
+        visit = (str(uuid.uuid4()), device, t, t, "25-32", 0.9, "male", 0.9, None, "off", 9, "m")
+        return (*visit, 1, None)  # clock_synced (v2), skin_c (v4)
 
     rows = [row(d, day + timedelta(seconds=i)) for d in devices for i in range(old_visits)]
     fresh = [row(devices[0], recent) for _ in range(pending)]
     with sqlite3.connect(db) as conn:
-        conn.executemany("INSERT INTO visits VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows + fresh)
+        conn.executemany("INSERT INTO visits VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows + fresh)
         conn.executemany(
             "INSERT INTO outbox (visit_id, created_at) VALUES (?, ?)",
             [(r[0], recent) for r in fresh],
@@ -72,11 +73,39 @@ def test_a_v2_database_gains_the_outbox_index(tmp_path):
     Store(f"sqlite:///{db}").close()
     with sqlite3.connect(db) as conn:
         conn.execute("DROP INDEX ix_outbox_visit_id")
+        conn.execute("ALTER TABLE visits DROP COLUMN skin_c")  # v4's
+        conn.execute("ALTER TABLE checks DROP COLUMN skin_c")
         conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     Store(f"sqlite:///{db}").close()
     with sqlite3.connect(db) as conn:
         plan = conn.execute("EXPLAIN QUERY PLAN DELETE FROM outbox WHERE visit_id = 'x'").fetchall()
     assert "ix_outbox_visit_id" in str(plan)
+
+
+def test_a_v3_database_gains_the_skin_column_and_keeps_its_rows(tmp_path, make_visit, make_check):
+    db = tmp_path / "kiosk.db"
+    store = Store(f"sqlite:///{db}")
+    old = make_visit(temperature_c=36.1)
+    store.add_visit(old)
+    store.close()
+    with sqlite3.connect(db) as conn:
+        for table in ("visits", "checks"):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN skin_c")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    store = Store(f"sqlite:///{db}")
+    try:
+        new = make_visit(temperature_c=36.9, skin_c=35.6)
+        store.add_visit(new)
+        store.add_check(make_check(temperature_c=37.8, skin_c=36.5))
+        visits = {v.id: v for v in store.visits(old.started_at - timedelta(1), datetime.now(UTC))}
+    finally:
+        store.close()
+    # A row written before v4 keeps its value and has no skin reading; a new one keeps both.
+    assert (visits[old.id].temperature_c, visits[old.id].skin_c) == (36.1, None)
+    assert (visits[new.id].temperature_c, visits[new.id].skin_c) == (36.9, 35.6)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT temperature_c, skin_c FROM checks").fetchall() == [(37.8, 36.5)]
+    assert (tmp_path / "kiosk.db.v3.bak").is_file()
 
 
 def purge(db: Path, *args: str) -> int:
@@ -177,7 +206,7 @@ def test_export_cells_cannot_run_as_formulas(tmp_path, capsys):
     with sqlite3.connect(db) as conn:
         conn.execute(
             "INSERT INTO visits VALUES ('v1', '-door', ?, ?, '25-32', 0.9, 'male', 0.9, NULL,"
-            " 'off', 9, '=HYPERLINK(\"http://x\")', 1)",
+            " 'off', 9, '=HYPERLINK(\"http://x\")', 1, NULL)",
             (t, t),
         )
     args = ["--db", str(db), "--tz", "UTC", "--from", "2026-01-02", "--to", "2026-01-02"]
@@ -202,7 +231,7 @@ def test_export_into_a_closed_pipe_is_quiet(tmp_path):
 # -- the broker that accepts, then drops -------------------------------------------------
 
 
-def test_a_broker_that_accepts_then_drops_is_a_warning(tmp_path, caplog):
+def test_a_broker_that_accepts_then_drops_is_a_warning(tmp_path, caplog, store):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -223,14 +252,13 @@ def test_a_broker_that_accepts_then_drops_is_a_warning(tmp_path, caplog):
     cfg = parse_config(
         {"mqtt": {"enabled": True, "port": port, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5}}
     ).mqtt
-    store = Store(f"sqlite:///{tmp_path / 'kiosk.db'}")
     caplog.set_level(logging.INFO, logger="kiosk.mqtt")
     p = Publisher(cfg, "door", store, UTC_ZONE, Counters())
     try:
         p.start()
         assert wait_until(lambda: p._fail_count >= 2, 10)
     finally:
-        p.stop()
+        p.close()
         store.close()
         stop.set()
         thread.join(2)

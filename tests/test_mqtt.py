@@ -22,10 +22,10 @@ from kiosk.daystats import day_stats
 from kiosk.discovery import discovery_configs
 from kiosk.labels import AGE_GROUPS
 from kiosk.mqtt import Publisher
-from kiosk.store import Store
 from kiosk.visit import Check, Visit
 from kiosk.wire import stats_payload
 from tests.broker import Broker, Subscriber, add_user, make_tls_files, needs_mosquitto, wait_until
+from tests.conftest import new_visit
 
 DEV = "kiosk-test_1"
 VISIT_KEYS = {
@@ -50,17 +50,15 @@ ISO_Z_US = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")  # a record's
 def make_visit(
     age="25-32", gender="female", ended: datetime | None = None, temp=36.6, device=DEV
 ) -> Visit:
-    ended = ended or datetime.now(UTC)
-    return Visit(
-        device_id=device,
-        started_at=ended - timedelta(seconds=3),
-        ended_at=ended,
-        age_group=age,
-        age_confidence=0.81234,
+    """The shared factory with this file's values (a 3 s visit ending at `ended`)."""
+    return new_visit(
+        ended=ended,
+        age=age,
         gender=gender,
-        gender_confidence=0.9,
+        device=device,
         temperature_c=temp,
-        temperature_status="pass",
+        duration_s=3,
+        age_confidence=0.81234,
         frames=9,
         model_version="test",
     )
@@ -72,18 +70,11 @@ def fast_cfg(port: int, **kw) -> MqttConfig:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'kiosk.db'}")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def publishers():
     started: list[Publisher] = []
     yield started
     for p in started:
-        p.stop(timeout=2)
+        p.close(timeout=2)
 
 
 def run_publisher(publishers, cfg, store, tz="UTC", counters=None) -> Publisher:
@@ -172,7 +163,7 @@ def test_disabled_publisher_does_nothing(store):
     p = Publisher(MqttConfig(enabled=False), DEV, store, ZoneInfo("UTC"))
     p.start()
     p.wake()
-    p.stop()
+    p.close()
     assert p.client is None
 
 
@@ -233,7 +224,7 @@ def test_payloads_topics_and_retained_flags(tmp_path, store, publishers):
             lambda s: sum(m.topic.startswith("homeassistant/sensor/") for m in s.messages) == 2 * n,
             3,
         )
-        p.stop()
+        p.close()
         assert sub.wait_for(lambda s: s.payloads(f"{base}/status")[-1] == "offline", 3)
         with Subscriber(broker.port, [f"{base}/status"]) as late:
             assert late.wait_for(lambda s: s.payloads(f"{base}/status") == ["offline"], 3)
@@ -275,7 +266,7 @@ def test_password_auth(tmp_path, store, publishers, monkeypatch):
         cfg = fast_cfg(broker.port, username="kiosk", password_env="", password_file=str(secret))
         p = run_publisher(publishers, cfg, store)
         assert sub.wait_for(lambda s: s.on(f"kiosk/{DEV}/visit"), 5)
-        p.stop()
+        p.close()
         # from the environment
         monkeypatch.setenv("KIOSK_MQTT_PASSWORD", "s3cret pass")
         store.add_visit(make_visit(), outbox=True)
@@ -356,8 +347,8 @@ def test_tls_checks_the_hostname_and_the_ca(tmp_path, store, publishers, caplog)
         text = "\n".join(r.getMessage() for r in caplog.records)
         assert "cannot connect to broker" in text and "certificate" in text.lower()
         assert store.outbox_depth() == 1
-        bad_host.stop()
-        bad_ca.stop()
+        bad_host.close()
+        bad_ca.close()
         # tls_insecure turns only the hostname check off.
         cfg = fast_cfg(
             broker.port, host="localhost", tls=True, ca_file=str(tls.ca), tls_insecure=True

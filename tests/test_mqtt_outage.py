@@ -77,8 +77,7 @@ def children():
             c.kill9()
 
 
-def test_broker_down_10s_while_visits_are_stored_every_visit_arrives(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'kiosk.db'}")
+def test_broker_down_10s_while_visits_are_stored_every_visit_arrives(tmp_path, store):
     broker = Broker(tmp_path, persistence=True).start()
     # A persistent session, so that what is published while the watcher reconnects is kept.
     sub = Subscriber(broker.port, ["kiosk/#"], client_id="outage-watch", clean_session=False)
@@ -124,7 +123,7 @@ def test_broker_down_10s_while_visits_are_stored_every_visit_arrives(tmp_path):
         assert pub.connects >= 2
     finally:
         stop_storing.set()
-        pub.stop(timeout=2)
+        pub.close(timeout=2)
         sub.stop()
         broker.stop()
         store.close()
@@ -234,9 +233,8 @@ def test_lwt_offline_after_kill9_of_kioskd(tmp_path):
             assert late.on(status)[0].retain
 
 
-def test_delivered_only_after_the_broker_acknowledges(tmp_path):
+def test_delivered_only_after_the_broker_acknowledges(tmp_path, store):
     """A frozen broker (SIGSTOP) receives the bytes but sends no PUBACK: nothing is marked."""
-    store = Store(f"sqlite:///{tmp_path / 'kiosk.db'}")
     with Broker(tmp_path) as broker, Subscriber(broker.port, ["kiosk/+/visit"]) as sub:
         pub = Publisher(fast_cfg(broker.port, keepalive_s=60), DEV, store, ZoneInfo("UTC"))
         pub.start()
@@ -256,5 +254,5 @@ def test_delivered_only_after_the_broker_acknowledges(tmp_path):
             assert pub.delivered == 1
             assert sub.wait_for(lambda s: len(received_ids(s)) == 1, 3)
         finally:
-            pub.stop(timeout=2)
+            pub.close(timeout=2)
             store.close()

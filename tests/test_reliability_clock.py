@@ -130,8 +130,9 @@ def test_schema_v1_database_gains_the_flag_and_keeps_its_rows(tmp_path):
     store = Store(f"sqlite:///{db}")
     store.close()
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("ALTER TABLE visits DROP COLUMN clock_synced")
-        conn.execute("ALTER TABLE checks DROP COLUMN clock_synced")
+        for table in ("visits", "checks"):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN clock_synced")
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN skin_c")  # v4's
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         conn.execute(
             "INSERT INTO visits VALUES ('a0000000-0000-0000-0000-000000000001', 'dev',"
@@ -154,8 +155,9 @@ def test_daemon_opens_a_v1_database(tmp_path):
     db.parent.mkdir(parents=True)
     Store(f"sqlite:///{db}").close()
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("ALTER TABLE visits DROP COLUMN clock_synced")
-        conn.execute("ALTER TABLE checks DROP COLUMN clock_synced")
+        for table in ("visits", "checks"):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN clock_synced")
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN skin_c")  # v4's
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     r = run_kioskd(cfg, "--max-frames", "150")
     assert r.returncode == 0, r.stderr

@@ -11,7 +11,6 @@ import logging
 import re
 import signal
 import time
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import event
@@ -21,6 +20,7 @@ from kiosk.counters import Counters
 from kiosk.recorder import Recorder
 from kiosk.store import Store
 from kiosk.visit import Visit
+from tests.conftest import new_visit
 from tests.kioskd import write_config
 from tests.reliability import RunningKioskd, db_health, fill, small_filesystem
 
@@ -61,12 +61,11 @@ def test_full_filesystem_then_space_returns(tmp_path):
 
 
 def _visit(i: int) -> Visit:
-    now = datetime.now(UTC)
-    return Visit("dev", now, now, "25-32", 0.8, "female", 0.9, None, "off", 10 + i, "m")
+    return new_visit(device="dev", duration_s=0, temperature_c=None, temperature_status="off",
+                     frames=10 + i, model_version="m")  # fmt: skip
 
 
-def test_bounded_queue_on_max_page_count(tmp_path, caplog):
-    store = Store(f"sqlite:///{tmp_path / 'kiosk.db'}")
+def test_bounded_queue_on_max_page_count(store, db_path, caplog):
     limit = {"pages": 0}
 
     @event.listens_for(store.engine, "connect")
@@ -108,7 +107,7 @@ def test_bounded_queue_on_max_page_count(tmp_path, caplog):
     assert {v.id for v in visits[:added]} - set(stored) == {first_queued, visits[added - 4].id}
     assert store.outbox_depth() == len(stored)
     store.close()
-    assert db_health(tmp_path / "kiosk.db")["integrity"] == "ok"
+    assert db_health(db_path)["integrity"] == "ok"
 
 
 def test_records_the_disk_will_not_take_at_exit_are_kept_for_the_next_start(tmp_path, caplog):
@@ -139,7 +138,7 @@ def test_records_the_disk_will_not_take_at_exit_are_kept_for_the_next_start(tmp_
     store = Store(f"sqlite:///{db}")  # space again
     rec = Recorder(store, Counters(), ClockTrust("always"), True, lambda v: stored.append(v.id),
                    spill_path=spill)  # fmt: skip
-    rec.recover()
+    rec.start()
     assert stored == queued and not spill.exists()
     assert store.visit_count() == len(visits)
     store.close()

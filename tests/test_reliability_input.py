@@ -209,7 +209,7 @@ def test_nan_inf_blank_thermal_frames_are_counted_and_give_unmeasured(tmp_path):
     np.save(path, np.stack([nan, inf, blank, hot]))
     thermal = ThermalConfig(source="replay", device=str(path), fps=40.0)
     counters = Counters()
-    gate = build_gate(GateConfig(mode="thermal"), thermal, counters)
+    gate = build_gate(GateConfig(mode="thermal"), thermal, counters).start()
     try:
         deadline = time.monotonic() + 10
         while gate.source.frames_read < 8 and time.monotonic() < deadline:

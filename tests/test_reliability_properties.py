@@ -16,7 +16,8 @@ from hypothesis.extra import numpy as hnp
 from kiosk.config import Config, ConfigDumper, ConfigError, load_config, parse_config
 from kiosk.counters import Counters
 from kiosk.detect import Box
-from kiosk.gate import ExternalGate, parse_decision, verdict
+from kiosk.gate import verdict
+from kiosk.gate.external import ExternalGate, parse_decision
 from kiosk.thermal.measure import FaceThermometer, MeasureSettings, ReferenceTracker, aggregate
 from kiosk.track import Tracker
 from tests.conftest import config_key_paths

@@ -18,29 +18,12 @@ import pytest
 from kiosk import days, report, retention
 from kiosk.labels import AGE_GROUPS, GENDERS
 from kiosk.store import Store
-from kiosk.visit import Check, Visit
+from kiosk.visit import Check
+from tests.conftest import new_visit
 
 ROOT = Path(__file__).resolve().parents[1]
 BERLIN = ZoneInfo("Europe/Berlin")
 ROWS_PER_PERIOD = len(AGE_GROUPS) * len(GENDERS) + len(report.CHECK_ROWS)
-
-
-def visit(at: datetime, age: str = "25-32", gender: str = "female", device: str = "kiosk-1", **kw):
-    fields = dict(
-        device_id=device,
-        started_at=at,
-        ended_at=at + timedelta(seconds=4),
-        age_group=age,
-        age_confidence=0.8,
-        gender=gender,
-        gender_confidence=0.9,
-        temperature_c=36.6,
-        temperature_status="pass",
-        frames=12,
-        model_version="test-1",
-    )
-    fields.update(kw)
-    return Visit(**fields)
 
 
 def local(*args: int, tz: ZoneInfo = BERLIN, fold: int = 0) -> datetime:
@@ -48,11 +31,8 @@ def local(*args: int, tz: ZoneInfo = BERLIN, fold: int = 0) -> datetime:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> tuple[Store, Path]:
-    path = tmp_path / "kiosk.db"
-    store = Store(f"sqlite:///{path}")
-    yield store, path
-    store.close()
+def db(store: Store, db_path: Path) -> tuple[Store, Path]:
+    return store, db_path
 
 
 def run_report(*args: str, out: Path) -> int:
@@ -79,12 +59,12 @@ def test_daily_counts_known_visits_in_fixed_order(db, tmp_path):
     for _ in range(300):
         age, gender = rng.choice(AGE_GROUPS[1:]), rng.choice(GENDERS)
         at = local(2026, 6, 10, rng.randrange(24), rng.randrange(60), rng.randrange(60))
-        store.add_visit(visit(at, age, gender))
+        store.add_visit(new_visit(at, age, gender))
         expected[(age, gender)] += 1
     # Noise that must not be counted: the days around it, and another device.
-    store.add_visit(visit(local(2026, 6, 9, 23, 59, 59), "0-2", "male"))
-    store.add_visit(visit(local(2026, 6, 11, 0, 0, 0), "0-2", "male"))
-    store.add_visit(visit(local(2026, 6, 10, 12), "0-2", "male", device="kiosk-2"))
+    store.add_visit(new_visit(local(2026, 6, 9, 23, 59, 59), "0-2", "male"))
+    store.add_visit(new_visit(local(2026, 6, 11, 0, 0, 0), "0-2", "male"))
+    store.add_visit(new_visit(local(2026, 6, 10, 12), "0-2", "male", device="kiosk-2"))
     for status, n in (("fail", 3), ("unmeasured", 2)):
         for k in range(n):
             store.add_check(Check("kiosk-1", local(2026, 6, 10, 9, k), status, 38.5))
@@ -115,8 +95,8 @@ def test_daily_counts_known_visits_in_fixed_order(db, tmp_path):
 
 def test_last_second_and_midnight_land_on_their_own_days(db, tmp_path):
     store, path = db
-    store.add_visit(visit(local(2026, 7, 1, 23, 59, 59), "38-43", "male"))
-    store.add_visit(visit(local(2026, 7, 2, 0, 0, 0), "48-53", "female"))
+    store.add_visit(new_visit(local(2026, 7, 1, 23, 59, 59), "38-43", "male"))
+    store.add_visit(new_visit(local(2026, 7, 2, 0, 0, 0), "48-53", "female"))
     args = ["--db", str(path), "--tz", "Europe/Berlin"]
     for day, hit in (("2026-07-01", ("38-43", "male")), ("2026-07-02", ("48-53", "female"))):
         out = tmp_path / f"{day}.csv"
@@ -143,10 +123,10 @@ def test_hours_of_a_dst_change_day(db, tmp_path, day, hours):
 def test_visits_in_the_repeated_and_skipped_hours(db, tmp_path):
     store, path = db
     # 2026-10-25: 02:30 happens twice (CEST, then CET); 2026-03-29 has no 02:xx at all.
-    store.add_visit(visit(local(2026, 10, 25, 2, 30, fold=0), "15-20", "female"))
-    store.add_visit(visit(local(2026, 10, 25, 2, 30, fold=1), "15-20", "male"))
-    store.add_visit(visit(local(2026, 3, 29, 1, 59, 59), "60-100", "female"))
-    store.add_visit(visit(local(2026, 3, 29, 3, 0, 0), "60-100", "male"))
+    store.add_visit(new_visit(local(2026, 10, 25, 2, 30, fold=0), "15-20", "female"))
+    store.add_visit(new_visit(local(2026, 10, 25, 2, 30, fold=1), "15-20", "male"))
+    store.add_visit(new_visit(local(2026, 3, 29, 1, 59, 59), "60-100", "female"))
+    store.add_visit(new_visit(local(2026, 3, 29, 3, 0, 0), "60-100", "male"))
     args = ["--db", str(path), "--tz", "Europe/Berlin", "--by", "hour"]
 
     out = tmp_path / "fall.csv"
@@ -168,7 +148,7 @@ def test_hourly_rows_add_up_to_the_day(db, tmp_path):
     start = local(2026, 10, 24, 22)
     for _ in range(400):
         at = start + timedelta(seconds=rng.randrange(30 * 3600))
-        store.add_visit(visit(at, rng.choice(AGE_GROUPS), rng.choice(GENDERS)))
+        store.add_visit(new_visit(at, rng.choice(AGE_GROUPS), rng.choice(GENDERS)))
     args = ["--db", str(path), "--tz", "Europe/Berlin", "--date", "2026-10-25"]
     daily, hourly = tmp_path / "d.csv", tmp_path / "h.csv"
     assert run_report("daily", *args, out=daily) == 0
@@ -182,7 +162,7 @@ def test_hourly_rows_add_up_to_the_day(db, tmp_path):
 
 def test_empty_day_gives_all_zero_rows_of_the_same_shape(db, tmp_path):
     store, path = db
-    store.add_visit(visit(local(2026, 5, 1, 12)))
+    store.add_visit(new_visit(local(2026, 5, 1, 12)))
     args = ["--db", str(path), "--tz", "Europe/Berlin"]
     empty, full = tmp_path / "empty.csv", tmp_path / "full.csv"
     assert run_report("daily", *args, "--date", "2026-05-02", out=empty) == 0
@@ -198,7 +178,7 @@ def test_range_is_inclusive_and_json_matches_csv(db, tmp_path):
     store, path = db
     for d in range(1, 6):
         for _ in range(d):
-            store.add_visit(visit(local(2026, 4, d, 10), "8-12", "male"))
+            store.add_visit(new_visit(local(2026, 4, d, 10), "8-12", "male"))
     args = [
         "--db",
         str(path),
@@ -230,11 +210,11 @@ def test_range_is_inclusive_and_json_matches_csv(db, tmp_path):
 
 def test_export_one_row_per_visit_in_utc_and_local(db, tmp_path):
     store, path = db
-    a = visit(local(2026, 3, 29, 1, 30), "4-6", "female", model_version='m,"1"')
-    b = visit(local(2026, 3, 29, 3, 30), "4-6", "male", temperature_c=None)
+    a = new_visit(local(2026, 3, 29, 1, 30), "4-6", "female", model_version='m,"1"')
+    b = new_visit(local(2026, 3, 29, 3, 30), "4-6", "male", temperature_c=None)
     store.add_visit(b)
     store.add_visit(a)
-    store.add_visit(visit(local(2026, 3, 30, 0, 0), "4-6", "male"))
+    store.add_visit(new_visit(local(2026, 3, 30, 0, 0), "4-6", "male"))
     args = [
         "--db",
         str(path),
@@ -267,8 +247,8 @@ def test_config_supplies_database_timezone_and_device(tmp_path):
     path = tmp_path / "state" / "kiosk.db"
     store = Store(f"sqlite:///{path}")
     at = datetime(2026, 1, 15, 4, 30, tzinfo=UTC)  # 2026-01-14 23:30 in New York
-    store.add_visit(visit(at, "25-32", "male", device="door-a"))
-    store.add_visit(visit(at, "25-32", "female", device="door-b"))
+    store.add_visit(new_visit(at, age="25-32", gender="male", device="door-a"))
+    store.add_visit(new_visit(at, age="25-32", gender="female", device="door-b"))
     store.close()
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
@@ -360,8 +340,8 @@ def test_chart_writes_a_valid_png(db, tmp_path):
     store, path = db
     for i, age in enumerate(AGE_GROUPS):
         for _ in range(i + 1):
-            store.add_visit(visit(local(2026, 8, 1, 12), age, "female"))
-        store.add_visit(visit(local(2026, 8, 1, 13), age, "male"))
+            store.add_visit(new_visit(local(2026, 8, 1, 12), age, "female"))
+        store.add_visit(new_visit(local(2026, 8, 1, 13), age, "male"))
     out = tmp_path / "chart.png"
     args = ["--db", str(path), "--tz", "Europe/Berlin", "--date", "2026-08-01"]
     assert run_report("chart", *args, out=out) == 0
@@ -387,12 +367,12 @@ def test_retention_keeps_whole_local_days(db):
     store, _ = db
     now = local(2026, 11, 28, 10)
     # Kept: today and the 30 full days before it (from 2026-10-29 00:00 Berlin).
-    store.add_visit(visit(local(2026, 10, 29, 0, 0, 0)))
-    store.add_visit(visit(local(2026, 11, 28, 9)))
+    store.add_visit(new_visit(local(2026, 10, 29, 0, 0, 0)))
+    store.add_visit(new_visit(local(2026, 11, 28, 9)))
     store.add_check(Check("kiosk-1", local(2026, 10, 29, 0, 0, 1), "fail", 38.0))
     # Purged: the seconds before that, and much older rows.
-    store.add_visit(visit(local(2026, 10, 28, 23, 59, 59)))
-    store.add_visit(visit(local(2025, 1, 1, 12)), outbox=True)
+    store.add_visit(new_visit(local(2026, 10, 28, 23, 59, 59)))
+    store.add_visit(new_visit(local(2025, 1, 1, 12)), outbox=True)
     store.add_check(Check("kiosk-1", local(2026, 3, 1, 12), "unmeasured", None))
     assert retention.apply_retention(store, 30, BERLIN, now=now) == (2, 1)
     assert store.visit_count() == 2
@@ -405,8 +385,8 @@ def test_retention_keeps_whole_local_days(db):
 def test_purge_command(db, capsys):
     store, path = db
     old = datetime.now(UTC) - timedelta(days=40)
-    store.add_visit(visit(old))
-    store.add_visit(visit(datetime.now(UTC)))
+    store.add_visit(new_visit(old))
+    store.add_visit(new_visit(datetime.now(UTC)))
     args = ["purge", "--db", str(path), "--tz", "Europe/Berlin", "--older-than", "30"]
     assert report.main(args) == 0
     assert "purged 1 visits and 0 checks" in capsys.readouterr().out
@@ -434,9 +414,9 @@ def test_visits_stamped_before_clock_sync_are_flagged(db, tmp_path, capsys):
     warns on stderr and the export marks them, so nobody trusts their hour blindly."""
     store, path = db
     day = date(2026, 6, 10)
-    store.add_visit(visit(local(2026, 6, 10, 9, 0)))
-    store.add_visit(visit(local(2026, 6, 10, 9, 5), clock_synced=False))
-    store.add_visit(visit(local(2026, 6, 11, 9, 5), clock_synced=False))  # another day
+    store.add_visit(new_visit(local(2026, 6, 10, 9, 0)))
+    store.add_visit(new_visit(local(2026, 6, 10, 9, 5), clock_synced=False))
+    store.add_visit(new_visit(local(2026, 6, 11, 9, 5), clock_synced=False))  # another day
     args = ["--db", str(path), "--tz", "Europe/Berlin"]
     out = tmp_path / "daily.csv"
     assert run_report("daily", *args, "--date", day.isoformat(), out=out) == 0

@@ -26,10 +26,13 @@ from kiosk.thermal.register import fit_homography, map_box, reprojection_errors
 from kiosk.thermal.sources import load_recording
 from tests.conftest import SHARED_DATA
 from tools.thermal_eval import (
+    device_offsets,
     evaluate_feverscreen,
     evaluate_flir,
     evaluate_registration,
+    fda_figures,
     mean_abs_error,
+    per_device_calibrated_mae,
 )
 
 FEVER = "thermal/feverscreen_lepton35"
@@ -105,6 +108,15 @@ def test_aggregate_is_median_of_hottest_valid_readings():
 
 @pytest.fixture(scope="module")
 def feverscreen():
+    """The skin reading with the disc at each device's stored value."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return evaluate_feverscreen(SHARED_DATA / "thermal", body_to_skin_c=0.0)
+
+
+@pytest.fixture(scope="module")
+def body():
+    """The daemon's body estimate, the stored value read as the body temperature it is."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")
     return evaluate_feverscreen(SHARED_DATA / "thermal")
@@ -133,18 +145,57 @@ def test_feverscreen_readings_where_faces_are(feverscreen):
     assert all(r.disc_found for r in feverscreen)
 
 
-def test_feverscreen_mae_regression_bound(feverscreen):
-    """What this measurement achieves now (0.72 C, see docs/thermal.md); guards regressions."""
-    assert len([r for r in feverscreen if r.error_c is not None]) == 13
-    assert mean_abs_error(feverscreen) <= 0.75
+def test_feverscreen_skin_mae_regression_bound(feverscreen):
+    """The skin reading (0.72 C, see docs/thermal.md); guards the measurement's regressions."""
+    assert len([r for r in feverscreen if r.skin_error_c is not None]) == 13
+    assert mean_abs_error(feverscreen, skin=True) <= 0.75
     # Without the three TKO8 recordings and the Hat/Long Time one (explained in docs).
     rest = [r for r in feverscreen if r.device != "TKO8" and "Hat" not in r.tags]
-    assert mean_abs_error(rest) <= 0.5
+    assert mean_abs_error(rest, skin=True) <= 0.5
 
 
-@pytest.mark.xfail(strict=True, reason="issue target missed: MAE 0.72 C > 0.5 C (docs/thermal.md)")
-def test_feverscreen_mae_target(feverscreen):
-    assert mean_abs_error(feverscreen) <= 0.5
+def test_feverscreen_body_estimate_regression_bound(body):
+    """The daemon's body estimate against the kiosk's reports: 0.57 C (docs/thermal.md)."""
+    assert len([r for r in body if r.error_c is not None]) == 13
+    assert mean_abs_error(body) <= 0.6
+    assert mean_abs_error([r for r in body if "Hat" not in r.tags]) <= 0.45
+    # The room comes from each recording's own background: an indoor temperature.
+    assert all(20.0 <= r.room_c <= 32.0 for r in body if r.room_c is not None)
+
+
+@pytest.mark.xfail(strict=True, reason="issue target missed: MAE 0.57 C > 0.5 C (docs/thermal.md)")
+def test_feverscreen_mae_target(body):
+    assert mean_abs_error(body) <= 0.5
+
+
+def test_tko8_offset_is_one_per_device_constant(feverscreen, body):
+    """With the stored value as the disc's temperature TKO8 reads 1.3 C low on all three
+    recordings; read as the body temperature it is, the stored value accounts for them."""
+    skin = {d.device: d for d in device_offsets(feverscreen, skin=True)}
+    assert skin["TKO8"].mean_c <= -1.0 and skin["TKO8"].sd_c <= 0.3
+    assert all(abs(d.mean_c) < 0.5 for name, d in skin.items() if name != "TKO8")
+    # A per-device calibration (from the device's other recordings) removes most of it.
+    assert per_device_calibrated_mae(feverscreen, skin=True) < mean_abs_error(feverscreen, True)
+    estimate = {d.device: d for d in device_offsets(body)}
+    assert abs(estimate["TKO8"].mean_c) <= 0.3
+
+
+def test_room_from_the_background_agrees_between_recordings_minutes_apart(body):
+    by_name = {r.name: r for r in body}
+    # TKO16, three minutes apart; the bonefish kiosk, twenty minutes apart.
+    assert abs(by_name["20210325-073124"].room_c - by_name["20210325-073421"].room_c) <= 0.5
+    first = by_name["fs-1204-816672-2021-04-01T00_26_03.221Z"]
+    second = by_name["fs-1204-816674-2021-04-01T00_46_43.265Z"]
+    assert abs(first.room_c - second.room_c) <= 0.5
+
+
+def test_fda_figures_per_camera(shared_data):
+    figures = fda_figures(shared_data / "thermal")
+    for camera in ("FLIR", "ICI"):
+        f = figures[camera]
+        assert f["mae_c"] <= 0.25
+        assert f["oral_ge_37.5"]["auc"] >= 0.95 and f["oral_ge_38.0"]["auc"] >= 0.95
+        assert f["oral_ge_37.5"]["sensitivity_at_90_specificity"] >= 0.9
 
 
 def test_flir_hotspot_matches_camera_readout(shared_data):

@@ -17,7 +17,7 @@ from kiosk.thermal.sources import (
     ReplaySource,
     ThermalSourceError,
     load_recording,
-    open_source,
+    source_from_config,
 )
 from tests.broker import wait_until
 
@@ -61,14 +61,14 @@ def test_missing_replay_file_is_retried_with_backoff(tmp_path):
         source="replay", device=str(tmp_path / "late.npy"), reconnect_initial_s=0.05,
         reconnect_max_s=0.2,
     )  # fmt: skip
-    src = open_source(cfg)
+    src = source_from_config(cfg).start()
     try:
         assert wait_until(lambda: src.reconnects >= 3, timeout=5)
         assert src.latest() is None
         np.save(tmp_path / "late.npy", np.full((2, 24, 32), 30.0, np.float32))
         assert wait_until(lambda: src.latest() is not None, timeout=5)
     finally:
-        src.stop()
+        src.close()
 
 
 class HangsOnceSource(ReplaySource):

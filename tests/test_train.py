@@ -21,10 +21,17 @@ from tools.facedata import FaceRows  # noqa: E402
 
 def rows_of(ages, genders):
     n = len(ages)
-    return FaceRows(files=[str(i) for i in range(n)], age=np.zeros(n),
-                    age_group=np.array(ages), age_nearest=np.array(ages),
-                    gender=np.array(genders), fold=np.zeros(n, int), res_px=np.zeros(n, int),
-                    race=np.zeros(n, int), overlap=None)
+    return FaceRows(
+        files=[str(i) for i in range(n)],
+        age=np.zeros(n),
+        age_group=np.array(ages),
+        age_nearest=np.array(ages),
+        gender=np.array(genders),
+        fold=np.zeros(n, int),
+        res_px=np.zeros(n, int),
+        race=np.zeros(n, int),
+        overlap=None,
+    )
 
 
 def test_age_targets_are_soft_ordinal_probabilities():
@@ -63,12 +70,30 @@ def test_one_epoch_smoke_run(shared_data, tmp_path):
     faces = shared_data / "faces"
     out, work = tmp_path / "out", tmp_path / "work"
     t0 = time.time()
-    rc = train.main([
-        "--labels", str(faces / "labels.csv"), "--images", str(faces / "utkface.tar"),
-        "--epochs", "1", "--limit", "200", "--val-limit", "200", "--rep-samples", "50",
-        "--cache-dir", str(tmp_path / "cache"), "--work-dir", str(work), "--out", str(out),
-        "--threads", "2",
-    ])
+    rc = train.main(
+        [
+            "--labels",
+            str(faces / "labels.csv"),
+            "--images",
+            str(faces / "utkface.tar"),
+            "--epochs",
+            "1",
+            "--limit",
+            "200",
+            "--val-limit",
+            "200",
+            "--rep-samples",
+            "50",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--work-dir",
+            str(work),
+            "--out",
+            str(out),
+            "--threads",
+            "2",
+        ]
+    )
     assert rc == 0
     for f in ("model.tflite", "labels.json", "metrics.json", "reproduce.txt"):
         assert (out / f).is_file(), f
@@ -132,14 +157,38 @@ def test_cc0_smoke_run(shared_data, tmp_path):
     _needs_teachers()
     faces = shared_data / "faces"
     out = tmp_path / "out"
-    rc = train.main([
-        "--arch", "cc0", "--labels", str(faces / "labels.csv"),
-        "--images", str(faces / "utkface.tar"), "--portraits", str(faces / "pixabay_labels.csv"),
-        "--portrait-images", str(faces / "pixabay.tar"), "--epochs", "1", "--limit", "64",
-        "--val-limit", "64", "--rep-samples", "20", "--lr", "1e-5", "--batch", "32",
-        "--cache-dir", str(tmp_path / "cache"), "--work-dir", str(tmp_path / "work"),
-        "--out", str(out),
-    ])
+    rc = train.main(
+        [
+            "--arch",
+            "cc0",
+            "--labels",
+            str(faces / "labels.csv"),
+            "--images",
+            str(faces / "utkface.tar"),
+            "--portraits",
+            str(faces / "pixabay_labels.csv"),
+            "--portrait-images",
+            str(faces / "pixabay.tar"),
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--val-limit",
+            "64",
+            "--rep-samples",
+            "20",
+            "--lr",
+            "1e-5",
+            "--batch",
+            "32",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "metrics.json").read_text())
     assert report["train_rows_utkface"] == 64 and report["calibration_portraits"] > 200

@@ -179,7 +179,7 @@ def build_pipeline(
     closing visits classified on the classify thread, as kioskd does (fast only)."""
     cfg = cfg or Config()
     t = cfg.tracker
-    tracker = Tracker(t.iou_threshold, t.max_gap_s, t.min_frames, t.best_crops)
+    tracker = Tracker.from_config(t)
     if kind == "naive":
         detector = FocusedDetector(FaceDetector(**NAIVE_HAAR), motion=None)
         cls: type[Pipeline] = NaivePipeline
@@ -232,7 +232,7 @@ def thermal_gate(recording: str, counters: Counters) -> Gate:
     thermal = dataclasses.replace(
         cfg.thermal, source="replay", device=recording, rotate=1, reference_c=36.6
     )
-    return build_gate(dataclasses.replace(cfg.gate, mode="thermal"), thermal, counters)
+    return build_gate(dataclasses.replace(cfg.gate, mode="thermal"), thermal, counters).start()
 
 
 def one_thread(cpu: int | None) -> None:
@@ -363,7 +363,7 @@ def detection_steps(clip: Path) -> dict[str, float]:
     }
     result = {}
     for name, detector in steps.items():
-        tracker = Tracker(t.iou_threshold, t.max_gap_s, t.min_frames, t.best_crops)
+        tracker = Tracker.from_config(t)
         source = CameraSource(str(clip), realtime=False).start()
         cpu, n = 0.0, 0
         while (frame := source.read()) is not None:

@@ -184,7 +184,7 @@ def bench_latency(rate: float, seconds: float, work: Path) -> dict:
         with engine.connect() as conn:
             rows = conn.execute(select(visits.c.id, visits.c.ingested_at)).all()
         for _, store, pub in devs:
-            pub.stop(timeout=2)
+            pub.close(timeout=2)
             store.close()
         col.terminate()
         col.wait(20)

@@ -41,8 +41,13 @@ def _time(fn, n: int) -> list[float]:
     return out
 
 
-def bench(model_dirs: dict[str, str], reference: str | None, rounds: int = 20,
-          per_round: int = 50, threads: int = 1) -> dict:
+def bench(
+    model_dirs: dict[str, str],
+    reference: str | None,
+    rounds: int = 20,
+    per_round: int = 50,
+    threads: int = 1,
+) -> dict:
     """``model_dirs``: name -> folder, timed with ``reference`` in alternating rounds."""
     crop = np.random.default_rng(0).integers(0, 256, (CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
     models = {k: Classifier(d, num_threads=threads) for k, d in model_dirs.items()}
@@ -75,8 +80,10 @@ def bench(model_dirs: dict[str, str], reference: str | None, rounds: int = 20,
             "samples": len(full[k]),
         }
     if "reference" in res:
-        res["speedup"] = {k: round(res["reference"]["ms_median_per_face"]
-                                   / res[k]["ms_median_per_face"], 1) for k in model_dirs}
+        res["speedup"] = {
+            k: round(res["reference"]["ms_median_per_face"] / res[k]["ms_median_per_face"], 1)
+            for k in model_dirs
+        }
     res["threads"] = threads
     return res
 
@@ -84,24 +91,33 @@ def bench(model_dirs: dict[str, str], reference: str | None, rounds: int = 20,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     which = ap.add_mutually_exclusive_group()
-    which.add_argument("--model", action="append", choices=SHIPPED_MODELS,
-                       help="a shipped model (repeatable; default: all of them)")
+    which.add_argument(
+        "--model",
+        action="append",
+        choices=SHIPPED_MODELS,
+        help="a shipped model (repeatable; default: all of them)",
+    )
     which.add_argument("--model-dir", help="a model folder of your own")
     ap.add_argument("--reference", help="folder with the levi-hassner float32 model + labels.json")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    dirs = ({"own": args.model_dir} if args.model_dir else
-            {k: str(shipped_model_dir(k)) for k in (args.model or SHIPPED_MODELS)})
+    dirs = (
+        {"own": args.model_dir}
+        if args.model_dir
+        else {k: str(shipped_model_dir(k)) for k in (args.model or SHIPPED_MODELS)}
+    )
     res = bench(dirs, args.reference, args.rounds, threads=args.threads)
     for k in (*dirs, "reference"):
         if k in res:
             r = res[k]
-            print(f"{k:9s} {r['model_version']}: {r['ms_median_per_face']:.3f} ms median per face "
-                  f"(p90 {r['ms_p90_per_face']:.3f}, interpreter only "
-                  f"{r['ms_median_interpreter_only']:.3f}), {r['total_bytes']} bytes, "
-                  f"input {r['input_size']}, n={r['samples']}")
+            print(
+                f"{k:9s} {r['model_version']}: {r['ms_median_per_face']:.3f} ms median per face "
+                f"(p90 {r['ms_p90_per_face']:.3f}, interpreter only "
+                f"{r['ms_median_interpreter_only']:.3f}), {r['total_bytes']} bytes, "
+                f"input {r['input_size']}, n={r['samples']}"
+            )
     for k, v in res.get("speedup", {}).items():
         print(f"{k}: {v}x faster than the reference at {res['threads']} thread(s)")
     if args.json:

@@ -77,7 +77,7 @@ def bench_drain(visits: int, repeat: int) -> tuple[list[float], bool]:
                 )
                 elapsed = time.perf_counter() - t0
                 ids = {json.loads(m.payload)["id"] for m in sub.messages}
-                pub.stop()
+                pub.close()
             store.close()
             if not ok or len(ids) != visits:
                 print(f"drain run {run + 1}: FAILED ({len(ids)} of {visits} arrived)")

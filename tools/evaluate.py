@@ -215,10 +215,11 @@ def perturb(img: np.ndarray, spec: str, seed: int) -> np.ndarray:
     sigma S px), ``lightG`` (brightness and contrast times G), ``zoomF`` (see reframe)."""
     kind = spec.rstrip("0123456789.")
     try:
-        v = float(spec[len(kind):])
+        v = float(spec[len(kind) :])
     except ValueError:
-        raise ValueError(f"perturbation {spec!r}: expected e.g. noise3, jpeg75, blur1.5, "
-                         f"light0.6 or zoom0.7") from None
+        raise ValueError(
+            f"perturbation {spec!r}: expected e.g. noise3, jpeg75, blur1.5, light0.6 or zoom0.7"
+        ) from None
     if kind == "noise":
         rng = np.random.default_rng(seed)
         n = rng.integers(-int(v), int(v) + 1, img.shape, dtype=np.int16)
@@ -318,14 +319,18 @@ def run(
         m["perturbed"] = {}
     for spec in perturbations:
         a2, f2, v2, _ = _predict_all(rows, images, clf, detector, border, spec, 10_000)
-        sub = {k: v for k, v in compute_metrics(rows, a2, f2, clf.age_years, v2).items()
-               if k in JSON_KEYS}
+        sub = {
+            k: v
+            for k, v in compute_metrics(rows, a2, f2, clf.age_years, v2).items()
+            if k in JSON_KEYS
+        }
         both = valid & v2
         # A flip: the decision on the changed input differs from the one on the original.
         sub["gender_flips"] = _frac((female[both] >= 0.5) != (f2[both] >= 0.5))
         sub["age_group_flips"] = _frac(np.argmax(age[both], 1) != np.argmax(a2[both], 1))
         sub["female_prob_change_median"] = (
-            float(np.median(np.abs(female[both] - f2[both]))) if both.any() else None)
+            float(np.median(np.abs(female[both] - f2[both]))) if both.any() else None
+        )
         sub["compared"] = int(both.sum())
         m["perturbed"][spec] = sub
     return m
@@ -362,14 +367,25 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="re-frame each crop about its centre (0.7 = 30%% looser) to check framing transfer",
     )
-    ap.add_argument("--by-band", action="store_true",
-                    help="also report per age band (<13, 13-19, 20-39, 40-59, 60+)")
-    ap.add_argument("--border", type=float, default=0.0,
-                    help="--detect: grey border around each photo, as a fraction of its width "
-                         "(portraits whose face touches the edge)")
-    ap.add_argument("--perturb", action="append", default=[],
-                    help="also evaluate changed inputs and count decision flips: noise3, "
-                         "jpeg75, blur1.5, light0.6, zoom0.7 (repeatable)")
+    ap.add_argument(
+        "--by-band",
+        action="store_true",
+        help="also report per age band (<13, 13-19, 20-39, 40-59, 60+)",
+    )
+    ap.add_argument(
+        "--border",
+        type=float,
+        default=0.0,
+        help="--detect: grey border around each photo, as a fraction of its width "
+        "(portraits whose face touches the edge)",
+    )
+    ap.add_argument(
+        "--perturb",
+        action="append",
+        default=[],
+        help="also evaluate changed inputs and count decision flips: noise3, "
+        "jpeg75, blur1.5, light0.6, zoom0.7 (repeatable)",
+    )
     args = ap.parse_args(argv)
     for spec in args.perturb:
         try:
@@ -407,8 +423,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, sub in m.get(key, {}).items():
             print(f"  {name:>7}: " + group_line(sub))
     for spec, sub in m.get("perturbed", {}).items():
-        print(f"  {spec:>9}: " + group_line(sub) + f" gender flips={sub['gender_flips']} "
-              f"age flips={sub['age_group_flips']} (n={sub['compared']})")
+        print(
+            f"  {spec:>9}: " + group_line(sub) + f" gender flips={sub['gender_flips']} "
+            f"age flips={sub['age_group_flips']} (n={sub['compared']})"
+        )
     if args.json:
         out = {k: m.get(k) for k in JSON_KEYS}
         out.update({k: v for k, v in m.items() if k not in out})

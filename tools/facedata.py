@@ -41,8 +41,12 @@ class FaceRows:
         idx = np.asarray(idx)
         return FaceRows(
             files=[self.files[i] for i in idx],
-            age=self.age[idx], age_group=self.age_group[idx], age_nearest=self.age_nearest[idx],
-            gender=self.gender[idx], fold=self.fold[idx], res_px=self.res_px[idx],
+            age=self.age[idx],
+            age_group=self.age_group[idx],
+            age_nearest=self.age_nearest[idx],
+            gender=self.gender[idx],
+            fold=self.fold[idx],
+            res_px=self.res_px[idx],
             race=self.race[idx],
             overlap=None if self.overlap is None else [self.overlap[i] for i in idx],
         )
@@ -96,16 +100,22 @@ def read_labels(path: str | Path) -> FaceRows:
         race.append(_race(r.get("orig_file") or ""))
         if has_overlap:
             ov = (r.get("adience_overlap") or "").strip()
-            overlap.append(frozenset(group_index[x.strip()] for x in ov.split("|")
-                                     if x.strip() in group_index))
+            overlap.append(
+                frozenset(group_index[x.strip()] for x in ov.split("|") if x.strip() in group_index)
+            )
     folds = np.array(fold, dtype=np.int64)
     if len(folds) and (folds < 0).all():  # no fold column (the Pixabay portraits)
         folds = hash_folds(files)
     return FaceRows(
-        files=files, age=np.array(age, dtype=np.float64), age_group=np.array(grp, dtype=np.int64),
-        age_nearest=np.array(near, dtype=np.int64), gender=np.array(gender, dtype=np.int64),
-        fold=folds, res_px=np.array(res, dtype=np.int64),
-        race=np.array(race, dtype=np.int64), overlap=overlap if has_overlap else None,
+        files=files,
+        age=np.array(age, dtype=np.float64),
+        age_group=np.array(grp, dtype=np.int64),
+        age_nearest=np.array(near, dtype=np.int64),
+        gender=np.array(gender, dtype=np.int64),
+        fold=folds,
+        res_px=np.array(res, dtype=np.int64),
+        race=np.array(race, dtype=np.int64),
+        overlap=overlap if has_overlap else None,
     )
 
 
@@ -133,8 +143,9 @@ def decode(data: bytes | None) -> np.ndarray | None:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
-def load_chips(images: str | Path, files: list[str], size: int,
-               cache_dir: str | Path | None = None) -> np.ndarray:
+def load_chips(
+    images: str | Path, files: list[str], size: int, cache_dir: str | Path | None = None
+) -> np.ndarray:
     """All images decoded and resized to size x size BGR uint8 (N, size, size, 3).
 
     With ``cache_dir`` the array is kept as a .npy keyed by the image source and file list,
@@ -176,8 +187,10 @@ def hash_folds(files: list[str]) -> np.ndarray:
     Not md5: the Pixabay portraits given to us are exactly those whose md5 mod 10 is 0-5
     (the rest of that collection is kept apart to judge), so md5 would leave folds empty.
     """
-    return np.array([int(hashlib.sha1(os.path.basename(f).encode()).hexdigest(), 16) % 10
-                     for f in files], dtype=np.int64)
+    return np.array(
+        [int(hashlib.sha1(os.path.basename(f).encode()).hexdigest(), 16) % 10 for f in files],
+        dtype=np.int64,
+    )
 
 
 #: Border added around whole photos before detection, as a fraction of the image width, so
@@ -191,8 +204,9 @@ def bordered(img: np.ndarray, fraction: float) -> np.ndarray:
     return cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128,) * 3)
 
 
-def detect_face_crops(images: str | Path, files: list[str], size: int,
-                      cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def detect_face_crops(
+    images: str | Path, files: list[str], size: int, cache_dir: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Whole photos -> the daemon's crop of the largest Haar face (its default detector
     settings), resized to ``size``.
 
@@ -208,8 +222,10 @@ def detect_face_crops(images: str | Path, files: list[str], size: int,
     key = None
     if cache_dir is not None:
         st = images.stat()
-        h = hashlib.sha1(f"faces|{images.resolve()}|{st.st_size}|{st.st_mtime}|{size}|"
-                         f"{DetectorConfig()}".encode())
+        h = hashlib.sha1(
+            f"faces|{images.resolve()}|{st.st_size}|{st.st_mtime}|{size}|"
+            f"{DetectorConfig()}".encode()
+        )
         h.update("\n".join(files).encode())
         key = Path(cache_dir) / f"faces_{size}_{h.hexdigest()[:16]}.npz"
         if key.is_file():
@@ -238,5 +254,14 @@ def detect_face_crops(images: str | Path, files: list[str], size: int,
     return crops, found
 
 
-__all__ = ["FaceRows", "read_labels", "iter_image_bytes", "decode", "load_chips",
-           "detect_face_crops", "bordered", "hash_folds", "GENDERS"]
+__all__ = [
+    "FaceRows",
+    "read_labels",
+    "iter_image_bytes",
+    "decode",
+    "load_chips",
+    "detect_face_crops",
+    "bordered",
+    "hash_folds",
+    "GENDERS",
+]

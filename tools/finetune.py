@@ -49,8 +49,9 @@ def year_targets(age: np.ndarray, sigma: float) -> np.ndarray:
 def _metrics(rows: FaceRows, out: dict) -> dict:
     age = np.asarray(out["age"], np.float64)
     age = age / np.maximum(age.sum(axis=1, keepdims=True), 1e-9)
-    return compute_metrics(rows, age, np.asarray(out["gender"], np.float64)[:, 0],
-                           np.asarray(AGE_GROUP_MIDPOINTS))
+    return compute_metrics(
+        rows, age, np.asarray(out["gender"], np.float64)[:, 0], np.asarray(AGE_GROUP_MIDPOINTS)
+    )
 
 
 def train_cc0(args, argv: list[str]) -> int:
@@ -84,8 +85,11 @@ def train_cc0(args, argv: list[str]) -> int:
     rows = read_labels(args.labels)
     usable = (rows.gender >= 0) & (rows.age_nearest >= 0)
     val_idx = np.flatnonzero(usable & (rows.fold == args.val_fold))
-    train_idx = np.flatnonzero(usable & (rows.fold != args.val_fold)) if args.epochs else \
-        np.zeros(0, np.int64)
+    train_idx = (
+        np.flatnonzero(usable & (rows.fold != args.val_fold))
+        if args.epochs
+        else np.zeros(0, np.int64)
+    )
     if args.limit and args.limit < len(train_idx):
         train_idx = np.sort(rng.choice(train_idx, args.limit, replace=False))
     chips = load_chips(args.images, rows.files, size, args.cache_dir)
@@ -102,9 +106,12 @@ def train_cc0(args, argv: list[str]) -> int:
     ptrain_idx = in_folds(args.portrait_train_folds)
     if set(cal_idx) & set(ptest_idx) or set(ptrain_idx) & (set(cal_idx) | set(ptest_idx)):
         raise SystemExit("portrait folds for training, calibration and testing must not overlap")
-    print(f"[data] UTKFace train {len(train_idx)}, fold {args.val_fold} {len(val_idx)}; "
-          f"portraits with a Haar face {int(found.sum())}/{len(prow)}: train {len(ptrain_idx)}, "
-          f"calibration {len(cal_idx)}, test {len(ptest_idx)}", flush=True)
+    print(
+        f"[data] UTKFace train {len(train_idx)}, fold {args.val_fold} {len(val_idx)}; "
+        f"portraits with a Haar face {int(found.sum())}/{len(prow)}: train {len(ptrain_idx)}, "
+        f"calibration {len(cal_idx)}, test {len(ptest_idx)}",
+        flush=True,
+    )
 
     # Training set: UTKFace chips (age + gender) and portrait crops (gender only).
     x_all = np.concatenate([chips[train_idx], pcrops[ptrain_idx]])
@@ -115,8 +122,9 @@ def train_cc0(args, argv: list[str]) -> int:
     w_age = np.concatenate([w_age, np.zeros(len(ptrain_idx))]).astype(np.float32)
     w_gen = np.concatenate([w_gen, np.ones(len(ptrain_idx))]).astype(np.float32)
     y_years = year_targets(age_years, args.age_sigma_years)
-    y_gender = np.eye(2, dtype=np.float32)[gender] * (1 - args.label_smoothing) + \
-        args.label_smoothing / 2
+    y_gender = (
+        np.eye(2, dtype=np.float32)[gender] * (1 - args.label_smoothing) + args.label_smoothing / 2
+    )
 
     model = build_cc0(size, trunk_gender=args.trunk_gender)
     history = []
@@ -131,18 +139,26 @@ def train_cc0(args, argv: list[str]) -> int:
         n = len(x_all)
         steps = int(np.ceil(n / args.batch)) * args.epochs
         sched = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.05)
-        model.compile(optimizer=keras.optimizers.AdamW(sched, weight_decay=args.weight_decay),
-                      loss={"age_years": keras.losses.CategoricalCrossentropy(),
-                            "gender": keras.losses.CategoricalCrossentropy()})
+        model.compile(
+            optimizer=keras.optimizers.AdamW(sched, weight_decay=args.weight_decay),
+            loss={
+                "age_years": keras.losses.CategoricalCrossentropy(),
+                "gender": keras.losses.CategoricalCrossentropy(),
+            },
+        )
         prog_idx = val_idx
         if args.val_limit and args.val_limit < len(val_idx):
-            prog_idx = np.sort(np.random.default_rng(0).choice(val_idx, args.val_limit,
-                                                                replace=False))
+            prog_idx = np.sort(
+                np.random.default_rng(0).choice(val_idx, args.val_limit, replace=False)
+            )
         val_x = make_batch(chips, prog_idx, size, 0, 0.0)
         pt_x = make_batch(pcrops, ptest_idx, size, 0, 0.0)
         lam = args.distill
-        print(f"[model] cc0: {model.count_params()} parameters, {args.epochs} epochs x {n} "
-              f"images, distill {lam}", flush=True)
+        print(
+            f"[model] cc0: {model.count_params()} parameters, {args.epochs} epochs x {n} "
+            f"images, distill {lam}",
+            flush=True,
+        )
         for ep in range(args.epochs):
             te = time.time()
             x = make_epoch(x_all, np.arange(n), size, args.seed * 1000 + ep, args.augment)
@@ -150,40 +166,68 @@ def train_cc0(args, argv: list[str]) -> int:
             yy = (1 - lam) * y_years + lam * t["age_years"]
             yg = (1 - lam) * y_gender + lam * t["gender"]
             perm = rng.permutation(n)
-            h = model.fit(x[perm], {"age_years": yy[perm], "gender": yg[perm]},
-                          sample_weight={"age_years": w_age[perm], "gender": w_gen[perm]},
-                          batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
+            h = model.fit(
+                x[perm],
+                {"age_years": yy[perm], "gender": yg[perm]},
+                sample_weight={"age_years": w_age[perm], "gender": w_gen[perm]},
+                batch_size=args.batch,
+                epochs=1,
+                verbose=0,
+                shuffle=False,
+            )
             vm = _metrics(rows.subset(prog_idx), model.predict(val_x, batch_size=256, verbose=0))
             pm = _metrics(prow.subset(ptest_idx), model.predict(pt_x, batch_size=256, verbose=0))
             loss = float(h.history["loss"][-1])
-            history.append({"epoch": ep + 1, "loss": round(loss, 4), **summary(vm),
-                            "portraits_gender": round(pm["gender_accuracy"], 4)})
-            print(f"[epoch {ep + 1:2d}/{args.epochs}] loss {loss:.4f}  val {fmt(vm)}  portraits "
-                  f"{100 * pm['gender_accuracy']:.1f}% (f {100 * pm['gender_accuracy_female']:.1f}"
-                  f" / m {100 * pm['gender_accuracy_male']:.1f})  {time.time() - te:.0f}s "
-                  f"(total {(time.time() - t_start) / 60:.1f} min)", flush=True)
+            history.append(
+                {
+                    "epoch": ep + 1,
+                    "loss": round(loss, 4),
+                    **summary(vm),
+                    "portraits_gender": round(pm["gender_accuracy"], 4),
+                }
+            )
+            print(
+                f"[epoch {ep + 1:2d}/{args.epochs}] loss {loss:.4f}  val {fmt(vm)}  portraits "
+                f"{100 * pm['gender_accuracy']:.1f}% (f {100 * pm['gender_accuracy_female']:.1f}"
+                f" / m {100 * pm['gender_accuracy_male']:.1f})  {time.time() - te:.0f}s "
+                f"(total {(time.time() - t_start) / 60:.1f} min)",
+                flush=True,
+            )
         model.save(work / "model.keras")
         train_minutes = (time.time() - t_start) / 60
 
-    export = keras.Model(model.input, {"age": model.output["age"],
-                                       "gender": model.output["gender"]})
+    export = keras.Model(
+        model.input, {"age": model.output["age"], "gender": model.output["gender"]}
+    )
     rep_pool = (x_all, np.arange(len(x_all))) if args.epochs else (pcrops, cal_idx)
     rep_idx = rng.choice(rep_pool[1], min(args.rep_samples, len(rep_pool[1])), replace=False)
     rep = make_batch(rep_pool[0], rep_idx, size, 7, 0.5 * args.augment)
     kinds = {"float32": work / "float", "int8": work / "int8"}
-    write_model_dir(kinds["float32"], convert(export, None), name + "-f32",
-                    AGE_GROUP_MIDPOINTS, size, args.flip_tta)
-    write_model_dir(kinds["int8"], convert(export, rep), name, AGE_GROUP_MIDPOINTS, size,
-                    args.flip_tta)
+    write_model_dir(
+        kinds["float32"],
+        convert(export, None),
+        name + "-f32",
+        AGE_GROUP_MIDPOINTS,
+        size,
+        args.flip_tta,
+    )
+    write_model_dir(
+        kinds["int8"], convert(export, rep), name, AGE_GROUP_MIDPOINTS, size, args.flip_tta
+    )
 
     results: dict = {}
     for kind, d in kinds.items():
         b = calibrate_gender(d, pcrops, cal_idx, prow.gender[cal_idx])
-        print(f"[{kind:7s}] gender logit bias {b:+.3f} (from {len(cal_idx)} portraits, folds "
-              f"{args.calibrate_folds})", flush=True)
+        print(
+            f"[{kind:7s}] gender logit bias {b:+.3f} (from {len(cal_idx)} portraits, folds "
+            f"{args.calibrate_folds})",
+            flush=True,
+        )
         results[kind] = {}
-        sets = {f"fold{args.val_fold}": (rows.subset(val_idx), chips[val_idx]),
-                "portraits": (prow.subset(ptest_idx), pcrops[ptest_idx])}
+        sets = {
+            f"fold{args.val_fold}": (rows.subset(val_idx), chips[val_idx]),
+            "portraits": (prow.subset(ptest_idx), pcrops[ptest_idx]),
+        }
         for set_name, (sub, x) in sets.items():
             a, f, yrs = classify_chips(d, x, 1)
             m = compute_metrics(sub, a, f, yrs)
@@ -195,15 +239,24 @@ def train_cc0(args, argv: list[str]) -> int:
             print(f"[{kind:7s}] {set_name:>12}: {fmt(m)}", flush=True)
 
     report = {
-        "name": name, "arch": "cc0", "input_size": size, "trunk_gender": args.trunk_gender,
-        "parameters": int(model.count_params()), "train_rows": int(len(x_all)),
-        "train_rows_utkface": int(len(train_idx)), "train_rows_portraits": int(len(ptrain_idx)),
-        "calibration_portraits": int(len(cal_idx)), "val_fold": args.val_fold,
+        "name": name,
+        "arch": "cc0",
+        "input_size": size,
+        "trunk_gender": args.trunk_gender,
+        "parameters": int(model.count_params()),
+        "train_rows": int(len(x_all)),
+        "train_rows_utkface": int(len(train_idx)),
+        "train_rows_portraits": int(len(ptrain_idx)),
+        "calibration_portraits": int(len(cal_idx)),
+        "val_fold": args.val_fold,
         "train_minutes": round(train_minutes, 1),
         "total_minutes": round(train_minutes + (time.time() - t_start) / 60, 1)
-        if args.eval_only else round((time.time() - t_start) / 60, 1),
+        if args.eval_only
+        else round((time.time() - t_start) / 60, 1),
         "model_bytes": {k: (d / "model.tflite").stat().st_size for k, d in kinds.items()},
-        "settings": dict(vars(args)), "metrics": results, "history": history,
+        "settings": dict(vars(args)),
+        "metrics": results,
+        "history": history,
     }
     write_outputs(argv, report, work, args.out, kinds["int8"])
     return 0

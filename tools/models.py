@@ -26,8 +26,9 @@ def conv_bn(x, ch, k=3, s=1, name=None):
     return layers.ReLU(max_value=6.0)(x)
 
 
-def build_compact(size: int = 64, variant: str = "m", dropout: float = 0.2,
-                  l2: float = 0.0) -> keras.Model:
+def build_compact(
+    size: int = 64, variant: str = "m", dropout: float = 0.2, l2: float = 0.0
+) -> keras.Model:
     """Plain-conv shared trunk, two softmax heads: age (8) and gender (female, male).
 
     Input: size x size x 3 RGB pixels 0..255 (float in Keras, uint8 in the int8 model).

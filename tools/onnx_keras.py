@@ -55,8 +55,7 @@ class ChannelPad(layers.Layer):
         return keras.ops.pad(x, [[0, 0], [0, self.rows], [0, self.cols], [0, self.chans]])
 
     def get_config(self):
-        return {**super().get_config(), "rows": self.rows, "cols": self.cols,
-                "chans": self.chans}
+        return {**super().get_config(), "rows": self.rows, "cols": self.cols, "chans": self.chans}
 
 
 def _attrs(node) -> dict:
@@ -93,8 +92,13 @@ def _onnx_trunk(path: Path, x, prefix: str):
         inp = tensors[src]
         if any((t, left, bot, right)):
             inp = layers.ZeroPadding2D(((t, bot), (left, right)))(inp)
-        conv = layers.Conv2D(w.shape[0], k, strides=tuple(at.get("strides", (1, 1))),
-                             padding="valid", name=f"{prefix}_{name}")
+        conv = layers.Conv2D(
+            w.shape[0],
+            k,
+            strides=tuple(at.get("strides", (1, 1))),
+            padding="valid",
+            name=f"{prefix}_{name}",
+        )
         out = conv(inp)
         conv.set_weights([np.transpose(w, (2, 3, 1, 0)), b])
         tensors[name] = out
@@ -112,8 +116,12 @@ def _onnx_trunk(path: Path, x, prefix: str):
             b = consts[ins[2]].astype(np.float64) if len(ins) > 2 else np.zeros(w.shape[0])
             value(ins[0])
             pending[out] = (w, b, at, ins[0])
-        elif op in ("Mul", "Add") and ins[1] in consts and ins[0] in pending \
-                and users.get(ins[0]) == 1:
+        elif (
+            op in ("Mul", "Add")
+            and ins[1] in consts
+            and ins[0] in pending
+            and users.get(ins[0]) == 1
+        ):
             w, b, a, src = pending.pop(ins[0])
             c = consts[ins[1]].astype(np.float64).reshape(-1)
             if op == "Mul":
@@ -203,6 +211,5 @@ def build_cc0(size: int = 64, trunk_gender: bool = False) -> keras.Model:
         gender = layers.Softmax(name="gender")(g_logits)
     else:
         head = layers.Dense(2, kernel_initializer="zeros", name="trunk_gender")(features)
-        gender = layers.Average(name="gender")(
-            [layers.Softmax()(g_logits), layers.Softmax()(head)])
+        gender = layers.Average(name="gender")([layers.Softmax()(g_logits), layers.Softmax()(head)])
     return keras.Model(inp, {"age": age, "age_years": years, "gender": gender}, name="cc0")

@@ -39,8 +39,10 @@ N_AGE = len(AGE_GROUPS)
 # ----------------------------------------------------------------------------- augmentation
 BORDERS = (cv2.BORDER_REPLICATE, cv2.BORDER_REFLECT_101, cv2.BORDER_CONSTANT)
 
-def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
-                wide: bool = True) -> np.ndarray:
+
+def augment_one(
+    img: np.ndarray, rng: np.random.Generator, strength: float = 1.0, wide: bool = True
+) -> np.ndarray:
     """Random framing (scale, shift, rotation, flip), blur and down-up resampling, then
     lighting and colour changes, of one BGR chip. Returns a BGR image of the same size."""
     h, w = img.shape[:2]
@@ -61,15 +63,19 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
     # What lies outside the chip is unknown: vary the fill so the model cannot rely on it.
     border = BORDERS[int(rng.integers(len(BORDERS)))] if wide else cv2.BORDER_REPLICATE
     fill = tuple(float(v) for v in rng.uniform(0, 255, 3))
-    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=border,
-                         borderValue=fill)
+    out = cv2.warpAffine(
+        img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=fill
+    )
     if rng.random() < 0.5:
         out = out[:, ::-1]
     r = rng.random()
     if r < 0.3 * s:  # low resolution camera / small face: down then up
         k = int(rng.integers(max(12, w // 4), max(13, int(w * 0.8))))
-        out = cv2.resize(cv2.resize(out, (k, k), interpolation=cv2.INTER_AREA), (w, h),
-                         interpolation=cv2.INTER_LINEAR)
+        out = cv2.resize(
+            cv2.resize(out, (k, k), interpolation=cv2.INTER_AREA),
+            (w, h),
+            interpolation=cv2.INTER_LINEAR,
+        )
     elif r < 0.45 * s:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.3))
     x = out.astype(np.float32)
@@ -89,8 +95,9 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def make_batch(chips: np.ndarray, idx: np.ndarray, size: int, seed: int,
-               strength: float, wide: bool = True) -> np.ndarray:
+def make_batch(
+    chips: np.ndarray, idx: np.ndarray, size: int, seed: int, strength: float, wide: bool = True
+) -> np.ndarray:
     """Augmented (or, with strength 0, plain) model inputs via kiosk.classify.preprocess."""
     rng = np.random.default_rng(seed)
     out = np.empty((len(idx), size, size, 3), np.uint8)
@@ -103,9 +110,12 @@ def make_batch(chips: np.ndarray, idx: np.ndarray, size: int, seed: int,
 def make_epoch(chips, idx, size, seed, strength, wide=True, workers=2):
     parts = np.array_split(np.asarray(idx), workers)
     with ThreadPoolExecutor(workers) as ex:
-        res = list(ex.map(
-            lambda a: make_batch(chips, a[1], size, seed * 100 + a[0], strength, wide),
-            enumerate(parts)))
+        res = list(
+            ex.map(
+                lambda a: make_batch(chips, a[1], size, seed * 100 + a[0], strength, wide),
+                enumerate(parts),
+            )
+        )
     return np.concatenate(res)
 
 
@@ -151,8 +161,9 @@ def convert(model, rep: np.ndarray | None) -> bytes:
     return conv.convert()
 
 
-def write_model_dir(d: Path, tflite: bytes, name: str, age_years, size: int,
-                    flip_tta: bool) -> None:
+def write_model_dir(
+    d: Path, tflite: bytes, name: str, age_years, size: int, flip_tta: bool
+) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / "model.tflite").write_bytes(tflite)
     meta = {
@@ -173,8 +184,7 @@ def write_model_dir(d: Path, tflite: bytes, name: str, age_years, size: int,
 LOGIT_BIAS_PRIOR = 0.5
 
 
-def fit_logit_bias(z: np.ndarray, is_female: np.ndarray,
-                   prior: float = LOGIT_BIAS_PRIOR) -> float:
+def fit_logit_bias(z: np.ndarray, is_female: np.ndarray, prior: float = LOGIT_BIAS_PRIOR) -> float:
     """The MAP bias b of sigmoid(z + b), women and men weighing equally, b ~ N(0, prior^2).
 
     A bisection on equal recall, used before, lands anywhere in the wide flat range that a
@@ -197,8 +207,9 @@ def fit_logit_bias(z: np.ndarray, is_female: np.ndarray,
     return float(np.clip(b, -4.0, 4.0))
 
 
-def calibrate_gender(model_dir: Path, chips: np.ndarray, idx: np.ndarray,
-                     genders: np.ndarray) -> float:
+def calibrate_gender(
+    model_dir: Path, chips: np.ndarray, idx: np.ndarray, genders: np.ndarray
+) -> float:
     """Fit the gender logit bias on ``chips[idx]`` (:func:`fit_logit_bias`); store it in
     labels.json and return it. The cc0 recipe passes portraits from another collection."""
     meta_path = model_dir / "labels.json"
@@ -226,17 +237,26 @@ def classify_chips(model_dir: Path, chips: np.ndarray, threads: int, flip_tta=No
 
 
 def summary(m: dict) -> dict:
-    keys = ("n", "gender_accuracy", "gender_accuracy_female", "gender_accuracy_male",
-            "age_exact_accuracy", "age_one_off_accuracy", "mae_years")
+    keys = (
+        "n",
+        "gender_accuracy",
+        "gender_accuracy_female",
+        "gender_accuracy_male",
+        "age_exact_accuracy",
+        "age_one_off_accuracy",
+        "mae_years",
+    )
     return {k: (round(m[k], 4) if isinstance(m[k], float) else m[k]) for k in keys}
 
 
 def fmt(m: dict) -> str:
-    return (f"gender {100 * m['gender_accuracy']:.2f}% (f {100 * m['gender_accuracy_female']:.1f}"
-            f" / m {100 * m['gender_accuracy_male']:.1f})  exact "
-            f"{100 * (m['age_exact_accuracy'] or 0):.2f}%  one-off "
-            f"{100 * (m['age_one_off_accuracy'] or 0):.2f}%  MAE {m['mae_years'] or 0:.2f} "
-            f"(n={m['n']})")
+    return (
+        f"gender {100 * m['gender_accuracy']:.2f}% (f {100 * m['gender_accuracy_female']:.1f}"
+        f" / m {100 * m['gender_accuracy_male']:.1f})  exact "
+        f"{100 * (m['age_exact_accuracy'] or 0):.2f}%  one-off "
+        f"{100 * (m['age_one_off_accuracy'] or 0):.2f}%  MAE {m['mae_years'] or 0:.2f} "
+        f"(n={m['n']})"
+    )
 
 
 # ----------------------------------------------------------------------------- main
@@ -244,11 +264,19 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--labels", required=True)
     ap.add_argument("--images", required=True, help="folder or .tar")
-    ap.add_argument("--arch", choices=("compact", "levi-hassner", "cc0"), default="compact",
-                    help="cc0: fine-tune the public-domain dlib nets (tools/finetune.py)")
+    ap.add_argument(
+        "--arch",
+        choices=("compact", "levi-hassner", "cc0"),
+        default="compact",
+        help="cc0: fine-tune the public-domain dlib nets (tools/finetune.py)",
+    )
     ap.add_argument("--variant", default="s4", help="compact width variant (tools/models.py)")
-    ap.add_argument("--scale-aug", choices=("wide", "narrow"), default="wide",
-                    help="framing augmentation: wide (loose to tight crops) or narrow (+-15%%)")
+    ap.add_argument(
+        "--scale-aug",
+        choices=("wide", "narrow"),
+        default="wide",
+        help="framing augmentation: wide (loose to tight crops) or narrow (+-15%%)",
+    )
     ap.add_argument("--size", type=int, help="input side (compact 56, levi-hassner 227)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch", type=int, default=128)
@@ -256,29 +284,50 @@ def parse_args(argv):
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument("--val-fold", type=int, default=9)
     ap.add_argument("--train-filter", help="only train on rows matching, e.g. res_px==128")
-    ap.add_argument("--transfer", action="append", default=[],
-                    help="extra evaluation sets (filters, e.g. res_px==64); repeatable")
+    ap.add_argument(
+        "--transfer",
+        action="append",
+        default=[],
+        help="extra evaluation sets (filters, e.g. res_px==64); repeatable",
+    )
     ap.add_argument("--limit", type=int, help="train on a random subset of N rows")
     ap.add_argument("--val-limit", type=int, help="validate on a fixed subset of N rows")
     ap.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0 off)")
-    ap.add_argument("--balance", type=float, default=0.5,
-                    help="loss weight power over age groups (0 = none, 1 = fully balanced)")
+    ap.add_argument(
+        "--balance",
+        type=float,
+        default=0.5,
+        help="loss weight power over age groups (0 = none, 1 = fully balanced)",
+    )
     ap.add_argument("--age-sigma", type=float, default=0.5, help="ordinal soft-label width")
     ap.add_argument("--label-smoothing", type=float, default=0.05, help="gender head")
     ap.add_argument("--flip-tta", action="store_true", help="ship with flip averaging on")
     ap.add_argument("--portraits", help="cc0: labels CSV of whole photos from another collection")
     ap.add_argument("--portrait-images", help="cc0: folder or .tar of those photos")
-    ap.add_argument("--calibrate-folds", default="0-5",
-                    help="cc0: portrait folds the gender bias is fitted on (e.g. 0-5)")
+    ap.add_argument(
+        "--calibrate-folds",
+        default="0-5",
+        help="cc0: portrait folds the gender bias is fitted on (e.g. 0-5)",
+    )
     ap.add_argument("--portrait-test-folds", default="6-9", help="cc0: portrait folds to test")
     ap.add_argument("--portrait-train-folds", help="cc0: portrait folds to train on (gender)")
-    ap.add_argument("--distill", type=float, default=0.5,
-                    help="cc0: weight of the frozen CC0 teacher's soft labels (0 = labels only)")
-    ap.add_argument("--trunk-gender", action="store_true",
-                    help="cc0: add a gender head on the age net's features, averaged with the "
-                         "gender net")
-    ap.add_argument("--age-sigma-years", type=float, default=3.0,
-                    help="cc0: width of the Gaussian age target over the 81 year bins")
+    ap.add_argument(
+        "--distill",
+        type=float,
+        default=0.5,
+        help="cc0: weight of the frozen CC0 teacher's soft labels (0 = labels only)",
+    )
+    ap.add_argument(
+        "--trunk-gender",
+        action="store_true",
+        help="cc0: add a gender head on the age net's features, averaged with the gender net",
+    )
+    ap.add_argument(
+        "--age-sigma-years",
+        type=float,
+        default=3.0,
+        help="cc0: width of the Gaussian age target over the 81 year bins",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rep-samples", type=int, default=400)
@@ -287,9 +336,12 @@ def parse_args(argv):
     ap.add_argument("--out", help="shipped files: model.tflite, labels.json, metrics.json")
     ap.add_argument("--name", help="model name prefix for model_version")
     ap.add_argument("--no-int8", action="store_true", help="skip int8 (levi-hassner reference)")
-    ap.add_argument("--eval-only", action="store_true",
-                    help="skip training and conversion: calibrate and evaluate the models "
-                         "already in --work-dir, then write the outputs")
+    ap.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="skip training and conversion: calibrate and evaluate the models "
+        "already in --work-dir, then write the outputs",
+    )
     return ap.parse_args(argv)
 
 
@@ -332,8 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         train_idx = np.sort(rng.choice(train_idx, args.limit, replace=False))
     prog_idx = val_idx  # per-epoch progress; the final evaluation uses the whole fold
     if args.val_limit and args.val_limit < len(val_idx):
-        prog_idx = np.sort(np.random.default_rng(0).choice(val_idx, args.val_limit,
-                                                            replace=False))
+        prog_idx = np.sort(np.random.default_rng(0).choice(val_idx, args.val_limit, replace=False))
     transfer = {}
     for expr in args.transfer:
         t = apply_filter(rows, expr)
@@ -342,8 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     chip_size = 128 if size > 64 else 64
     t0 = time.time()
     chips = load_chips(args.images, rows.files, chip_size, args.cache_dir)
-    print(f"[data] {len(rows)} rows, chips {chips.shape} in {time.time() - t0:.1f}s; "
-          f"train {len(train_idx)}, val (fold {args.val_fold}) {len(val_idx)}", flush=True)
+    print(
+        f"[data] {len(rows)} rows, chips {chips.shape} in {time.time() - t0:.1f}s; "
+        f"train {len(train_idx)}, val (fold {args.val_fold}) {len(val_idx)}",
+        flush=True,
+    )
 
     tr = rows.subset(train_idx)
     y_age = age_targets(tr.age_nearest, 0.0 if lh else args.age_sigma)
@@ -353,8 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         y_gen = np.eye(2, dtype=np.float32)[tr.gender]
     w_age, w_gen = sample_weights(tr, args.balance)
     # expected age per group: training-set mean age of the group's members
-    age_years = np.array([np.nanmean(tr.age[tr.age_nearest == k]) if np.any(
-        tr.age_nearest == k) else 0 for k in range(N_AGE)])
+    age_years = np.array(
+        [
+            np.nanmean(tr.age[tr.age_nearest == k]) if np.any(tr.age_nearest == k) else 0
+            for k in range(N_AGE)
+        ]
+    )
     print(f"[data] age years per group {np.round(age_years, 1).tolist()}", flush=True)
 
     if args.eval_only:
@@ -364,64 +422,128 @@ def main(argv: list[str] | None = None) -> int:
     steps = int(np.ceil(len(train_idx) / args.batch)) * args.epochs
     warm = max(1, steps // 30)
     sched = keras.optimizers.schedules.CosineDecay(
-        args.lr * 0.1, steps - warm, alpha=0.01, warmup_target=args.lr, warmup_steps=warm)
+        args.lr * 0.1, steps - warm, alpha=0.01, warmup_target=args.lr, warmup_steps=warm
+    )
     opt = keras.optimizers.AdamW(sched, weight_decay=args.weight_decay)
     if lh:
-        losses = {"age": keras.losses.BinaryCrossentropy(),
-                  "gender": keras.losses.BinaryCrossentropy()}
+        losses = {
+            "age": keras.losses.BinaryCrossentropy(),
+            "gender": keras.losses.BinaryCrossentropy(),
+        }
     else:
-        losses = {"age": keras.losses.CategoricalCrossentropy(),
-                  "gender": keras.losses.CategoricalCrossentropy(
-                      label_smoothing=args.label_smoothing)}
+        losses = {
+            "age": keras.losses.CategoricalCrossentropy(),
+            "gender": keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+        }
     model.compile(optimizer=opt, loss=losses)
-    print(f"[model] {model.name}: {model.count_params()} parameters, input {size}, "
-          f"{args.epochs} epochs x {len(train_idx)} images", flush=True)
+    print(
+        f"[model] {model.name}: {model.count_params()} parameters, input {size}, "
+        f"{args.epochs} epochs x {len(train_idx)} images",
+        flush=True,
+    )
 
     if args.eval_only:
-        return finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, work,
-                      lh, model, rng, t_start, None)
+        return finish(
+            args,
+            argv,
+            rows,
+            chips,
+            train_idx,
+            val_idx,
+            transfer,
+            size,
+            name,
+            work,
+            lh,
+            model,
+            rng,
+            t_start,
+            None,
+        )
     val_x = make_batch(chips, prog_idx, size, 0, 0.0)
     val_rows = rows.subset(prog_idx)
     history = []
     with ThreadPoolExecutor(1) as pool:
         wide = args.scale_aug == "wide"
-        nxt = pool.submit(make_epoch, chips, train_idx, size, args.seed * 1000, args.augment,
-                          wide)
+        nxt = pool.submit(make_epoch, chips, train_idx, size, args.seed * 1000, args.augment, wide)
         for ep in range(args.epochs):
             te = time.time()
             x = nxt.result()
             if ep + 1 < args.epochs:
-                nxt = pool.submit(make_epoch, chips, train_idx, size,
-                                  args.seed * 1000 + ep + 1, args.augment, wide)
+                nxt = pool.submit(
+                    make_epoch,
+                    chips,
+                    train_idx,
+                    size,
+                    args.seed * 1000 + ep + 1,
+                    args.augment,
+                    wide,
+                )
             perm = rng.permutation(len(x))
             h = model.fit(
-                x[perm], {"age": y_age[perm], "gender": y_gen[perm]},
+                x[perm],
+                {"age": y_age[perm], "gender": y_gen[perm]},
                 sample_weight={"age": w_age[perm], "gender": w_gen[perm]},
-                batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
+                batch_size=args.batch,
+                epochs=1,
+                verbose=0,
+                shuffle=False,
+            )
             out = model.predict(val_x, batch_size=256, verbose=0)
             vm = compute_metrics(val_rows, *_probs(out, lh), age_years)
             loss = float(h.history["loss"][-1])
             history.append({"epoch": ep + 1, "loss": round(loss, 4), **summary(vm)})
-            print(f"[epoch {ep + 1:2d}/{args.epochs}] loss {loss:.4f}  val {fmt(vm)}  "
-                  f"{time.time() - te:.0f}s (total {(time.time() - t_start) / 60:.1f} min)",
-                  flush=True)
+            print(
+                f"[epoch {ep + 1:2d}/{args.epochs}] loss {loss:.4f}  val {fmt(vm)}  "
+                f"{time.time() - te:.0f}s (total {(time.time() - t_start) / 60:.1f} min)",
+                flush=True,
+            )
     train_minutes = (time.time() - t_start) / 60
     model.save(work / "model.keras")
 
     # ---- conversion
     float_dir, int8_dir = work / "float", work / "int8"
-    write_model_dir(float_dir, convert(model, None), name + "-f32", age_years, size,
-                    args.flip_tta)
+    write_model_dir(float_dir, convert(model, None), name + "-f32", age_years, size, args.flip_tta)
     if not args.no_int8:
         rep_idx = rng.choice(train_idx, min(args.rep_samples, len(train_idx)), replace=False)
         rep = make_batch(chips, rep_idx, size, 7, 0.5 * args.augment)
         write_model_dir(int8_dir, convert(model, rep), name, age_years, size, args.flip_tta)
-    return finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, work,
-                  lh, model, rng, t_start, {"history": history, "train_minutes": train_minutes})
+    return finish(
+        args,
+        argv,
+        rows,
+        chips,
+        train_idx,
+        val_idx,
+        transfer,
+        size,
+        name,
+        work,
+        lh,
+        model,
+        rng,
+        t_start,
+        {"history": history, "train_minutes": train_minutes},
+    )
 
 
-def finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, work, lh, model,
-           rng, t_start, run) -> int:
+def finish(
+    args,
+    argv,
+    rows,
+    chips,
+    train_idx,
+    val_idx,
+    transfer,
+    size,
+    name,
+    work,
+    lh,
+    model,
+    rng,
+    t_start,
+    run,
+) -> int:
     """Calibrate, evaluate through kiosk.classify (the runtime's code path), write outputs."""
     if run is None:  # --eval-only: keep the training run's record
         run = json.loads((work / "metrics.json").read_text())
@@ -449,8 +571,10 @@ def finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, wo
         meta["age_years"] = list(AGE_GROUP_MIDPOINTS)
         (d / "labels.json").write_text(json.dumps(meta, indent=2) + "\n")
         b = calibrate_gender(d, chips, cal_idx, rows.gender[cal_idx])
-        print(f"[{kind:7s}] gender logit bias {b:+.3f} (from {len(cal_idx)} training images)",
-              flush=True)
+        print(
+            f"[{kind:7s}] gender logit bias {b:+.3f} (from {len(cal_idx)} training images)",
+            flush=True,
+        )
     eval_sets = {f"fold{args.val_fold}": val_idx, **transfer}
     for kind, d in kinds:
         for set_name, idx in eval_sets.items():
@@ -468,22 +592,29 @@ def finish(args, argv, rows, chips, train_idx, val_idx, transfer, size, name, wo
             print(f"[{kind:7s}] {set_name:>12}: {fmt(m)}", flush=True)
 
     report = {
-        "name": name, "arch": args.arch, "variant": None if lh else args.variant,
-        "input_size": size, "parameters": int(model.count_params()),
-        "train_rows": int(len(train_idx)), "val_fold": args.val_fold,
+        "name": name,
+        "arch": args.arch,
+        "variant": None if lh else args.variant,
+        "input_size": size,
+        "parameters": int(model.count_params()),
+        "train_rows": int(len(train_idx)),
+        "val_fold": args.val_fold,
         "train_minutes": round(train_minutes, 1),
-        "total_minutes": (run["total_minutes"] if args.eval_only
-                          else round((time.time() - t_start) / 60, 1)),
+        "total_minutes": (
+            run["total_minutes"] if args.eval_only else round((time.time() - t_start) / 60, 1)
+        ),
         "model_bytes": {k: (d / "model.tflite").stat().st_size for k, d in kinds},
         "settings": {k: v for k, v in vars(args).items()},
-        "metrics": results, "history": history,
+        "metrics": results,
+        "history": history,
     }
     write_outputs(argv, report, work, args.out, int8_dir if not args.no_int8 else float_dir)
     return 0
 
 
-def write_outputs(argv: list[str], report: dict, work: Path, out: str | None,
-                  model_dir: Path) -> None:
+def write_outputs(
+    argv: list[str], report: dict, work: Path, out: str | None, model_dir: Path
+) -> None:
     """The run's record (metrics.json, reproduce.txt) in ``work``, and with ``out`` the
     shipped files too: ``model_dir``'s model and labels beside the same record."""
     cmd = "python tools/train.py " + " ".join(shlex.quote(a) for a in argv if a != "--eval-only")

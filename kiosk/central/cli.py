@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from kiosk import __version__
 from kiosk.config import EX_CONFIG, ConfigError
 from kiosk.logsetup import scrub, setup_logging
-from kiosk.metrics import MetricsUnavailable, serve_metrics
+from kiosk.metrics import MetricsServer, MetricsUnavailable
 from kiosk.notify import Notifier
 
 if TYPE_CHECKING:
@@ -80,16 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     notifier = Notifier()
     with ExitStack() as parts:
         if cfg.metrics.enabled:
+            stats = StatsCollector(collector.stats, collector.pending)
             try:
-                server = serve_metrics(
-                    cfg.metrics.host,
-                    cfg.metrics.port,
-                    StatsCollector(collector.stats, collector.pending),
-                )
+                parts.enter_context(MetricsServer(cfg.metrics.host, cfg.metrics.port, stats))
             except (MetricsUnavailable, OSError) as exc:
                 log.error("metrics: %s", exc)
                 return EX_CONFIG
-            parts.callback(server.close)
         parts.enter_context(collector)
         parts.callback(notifier.close)
         log.info("kiosk-collect %s running", __version__)

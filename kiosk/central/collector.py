@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -38,6 +37,7 @@ from kiosk.central.stats import IngestStats
 from kiosk.centraldb import migrate
 from kiosk.centraldb.retention import purge
 from kiosk.centraldb.write import Batch, DeadLetter, Registry, event_time, write_batch
+from kiosk.lifecycle import Part
 from kiosk.limits import LogEvery
 from kiosk.mqttclient import check_files, connect_bounded, make_client, read_password
 from kiosk.store import driver_message
@@ -51,7 +51,7 @@ MAX_KINDS_LOGGED = 1000
 RETRY_MIN_S = 0.5
 
 
-class Collector:
+class Collector(Part):
     """Subscribes to every kiosk's visits and checks and commits them to PostgreSQL.
 
     ``start()`` migrates (when configured), connects in the background and starts the
@@ -132,14 +132,6 @@ class Collector:
             self.client.loop_stop()
         self.engine.dispose()
         log.info("collector stopped (%d rows committed this run)", self.stats.total_stored())
-
-    def __enter__(self) -> Collector:
-        return self.start()
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def pending(self) -> int:
         return self._queue.qsize()

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from kiosk.config import ThermalConfig
+from kiosk.thermal.bodytemp import background_c
 from kiosk.thermal.frame import frame_problem
 
 KELVIN = 273.15
@@ -66,6 +68,7 @@ class Reading:
     raw_hotspot_c: float | None = None  # before any correction
     offset_c: float | None = None  # reference offset that was subtracted
     t_mono: float = 0.0
+    background_c: float | None = None  # the room in this frame (bodytemp.background_c)
 
     @property
     def ok(self) -> bool:
@@ -189,6 +192,8 @@ class ReferenceTracker:
             self.disc = Disc(0, 0, 0, box=self.box)
         elif not self._locate(smoothed):
             return
+        if self.disc is None:
+            return
         self.last_reading_c = disc_reading(celsius, self.disc)
         if self.known_c is None:
             return
@@ -238,7 +243,7 @@ class MeasureSettings:
     min_face_fraction: float = 0.015
 
     @classmethod
-    def from_config(cls, cfg) -> MeasureSettings:
+    def from_config(cls, cfg: ThermalConfig) -> MeasureSettings:
         return cls(
             emissivity=cfg.emissivity,
             offset_c=cfg.offset_c,
@@ -298,6 +303,7 @@ class Prepared:
     offset_c: float
     reflected_c: float  # scene median, taken as the reflected temperature
     t_mono: float
+    background_c: float | None  # the commonest temperature outside the person and reference
 
 
 class FaceThermometer:
@@ -331,10 +337,14 @@ class FaceThermometer:
         offset = self.reference.offset_c or 0.0
         corrected = smoothed - np.float32(offset)
         skin = (corrected >= s.skin_min_c) & (corrected <= s.skin_max_c)
+        disc = np.zeros(celsius.shape, bool)
         if self.reference.disc is not None:
-            skin &= ~self.reference.disc.mask(celsius.shape, grow=3.0)
-        skin &= corrected >= warm_threshold(corrected, skin)
-        return Prepared(corrected, skin, offset, float(np.median(corrected)), t_mono)
+            disc = self.reference.disc.mask(celsius.shape, grow=3.0)
+            skin &= ~disc
+        person = corrected >= warm_threshold(corrected, skin)
+        skin &= person
+        room = background_c(corrected, person | disc)
+        return Prepared(corrected, skin, offset, float(np.median(corrected)), t_mono, room)
 
     def read(self, p: Prepared, box: tuple[int, int, int, int] | None) -> Reading:
         s = self.settings
@@ -361,6 +371,7 @@ class FaceThermometer:
             return Reading(
                 None, "outside the skin range after correction", face_pixels, int(values.size),
                 raw_hotspot_c=hotspot + p.offset_c, offset_c=p.offset_c, t_mono=p.t_mono,
+                background_c=p.background_c,
             )  # fmt: skip
         return Reading(
             temperature,
@@ -370,6 +381,7 @@ class FaceThermometer:
             raw_hotspot_c=hotspot + p.offset_c,
             offset_c=p.offset_c,
             t_mono=p.t_mono,
+            background_c=p.background_c,
         )
 
     def _largest_head(self, skin: np.ndarray) -> np.ndarray | None:
@@ -395,3 +407,9 @@ def aggregate(readings: list[Reading], best: int = 5) -> tuple[float | None, flo
         return None, None
     top = values[-best:]
     return float(np.median(top)), float(max(top) - min(top))
+
+
+def room_c(readings: list[Reading]) -> float | None:
+    """A visit's room temperature from its frames: the median of their backgrounds."""
+    values = [r.background_c for r in readings if r.ok and r.background_c is not None]
+    return float(np.median(values)) if values else None

@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kiosk.config import ThermalConfig
+from kiosk.lifecycle import Backoff, Part
 from kiosk.thermal.convert import (
     as_uint16_image,
     lepton_to_celsius,
@@ -40,8 +43,9 @@ class EndOfStream(Exception):
     """A finite replay has no more frames; not an error, so it is not reopened."""
 
 
-class ThermalSource:
-    """Base: the reader/supervisor threads, rotation, timestamps and the latest frame."""
+class ThermalSource(Part, ABC):
+    """Base: the reader/supervisor threads, rotation, timestamps and the latest frame. A source
+    that lacks a device hook fails at construction, not inside its thread."""
 
     name = "thermal"
 
@@ -54,8 +58,7 @@ class ThermalSource:
     ) -> None:
         self.rotate_quarters = rotate_quarters
         self.stall_timeout_s = stall_timeout_s
-        self.reconnect_initial_s = reconnect_initial_s
-        self.reconnect_max_s = reconnect_max_s
+        self.backoff = Backoff(reconnect_initial_s, reconnect_max_s)
         self.reconnects = 0
         self.frames_read = 0
         self.ended = False
@@ -68,13 +71,13 @@ class ThermalSource:
 
     # Device-specific parts -------------------------------------------------------------------
 
+    @abstractmethod
     def _open(self) -> Any:
         """Open the device and return a handle; raise ThermalSourceError when it cannot."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _read(self, handle: Any) -> np.ndarray:
         """Block for the next frame in C (sensor orientation); raise on failure or the end."""
-        raise NotImplementedError
 
     def _close(self, handle: Any) -> None:
         """Release the device; may be called while a read is blocked on another thread."""
@@ -82,6 +85,9 @@ class ThermalSource:
     # Public ----------------------------------------------------------------------------------
 
     def start(self) -> ThermalSource:
+        if self._supervisor is not None:
+            return self
+        self._stop.clear()
         self._supervisor = threading.Thread(target=self._supervise, name=self.name, daemon=True)
         self._supervisor.start()
         return self
@@ -90,29 +96,23 @@ class ThermalSource:
         with self._lock:
             return self._latest
 
-    def stop(self, timeout_s: float = 2.0) -> None:
+    def close(self, timeout_s: float = 2.0) -> None:
         self._stop.set()
-        if self._supervisor is not None:
-            self._supervisor.join(timeout_s)
-
-    def __enter__(self) -> ThermalSource:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.join(timeout_s)
 
     # Threads ---------------------------------------------------------------------------------
 
     def _supervise(self) -> None:
-        delay = self.reconnect_initial_s
         while not self._stop.is_set():
             try:
                 handle = self._open()
             except Exception as exc:
+                delay = self.backoff.delay()
                 log.warning("%s: cannot open (%s); retrying in %.1f s", self.name, exc, delay)
                 self.reconnects += 1
                 self._stop.wait(delay)
-                delay = min(delay * 2, self.reconnect_max_s)
                 continue
             self._generation += 1
             generation = self._generation
@@ -132,11 +132,11 @@ class ThermalSource:
             if why == "stop" or self.ended:
                 return
             if self.frames_read > frames_before:
-                delay = self.reconnect_initial_s
+                self.backoff.reset()
+            delay = self.backoff.delay()
             self.reconnects += 1
             log.warning("%s: %s; reopening in %.1f s", self.name, why, delay)
             self._stop.wait(delay)
-            delay = min(delay * 2, self.reconnect_max_s)
 
     def _watch(self, done: threading.Event) -> str:
         poll = min(0.1, self.stall_timeout_s / 4)
@@ -202,7 +202,7 @@ class _UvcSource(ThermalSource):
         if not cap.isOpened():
             cap.release()
             raise ThermalSourceError(f"cannot open video device {self.device!r}")
-        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))  # type: ignore[attr-defined]
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.frame_rows())
         cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
@@ -220,8 +220,9 @@ class _UvcSource(ThermalSource):
     def _close(self, handle: Any) -> None:
         handle.release()
 
+    @abstractmethod
     def convert(self, data: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Raw device words to degrees C."""
 
 
 class LeptonSource(_UvcSource):
@@ -368,8 +369,8 @@ class ReplaySource(ThermalSource):
         return frame
 
 
-def open_source(cfg: Any) -> ThermalSource:
-    """The source named by a ThermalConfig, started."""
+def source_from_config(cfg: ThermalConfig) -> ThermalSource:
+    """The source named by `thermal.source`, not yet started."""
     common = dict(
         rotate_quarters=cfg.rotate,
         stall_timeout_s=cfg.stall_timeout_s,
@@ -384,4 +385,4 @@ def open_source(cfg: Any) -> ThermalSource:
         src = Mlx90640Source(cfg.device, cfg.fps, **common)
     else:
         src = ReplaySource(cfg.device, cfg.fps, cfg.loop, cfg.lepton_resolution_k, **common)
-    return src.start()
+    return src
