@@ -8,8 +8,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -25,10 +27,12 @@ from sqlalchemy import create_engine, func, select  # noqa: E402
 
 from kiosk.central.collector import Collector  # noqa: E402
 from kiosk.central.config import EXAMPLE, CollectMqttConfig, CollectorConfig  # noqa: E402
+from kiosk.central.stats import StatsCollector  # noqa: E402
 from kiosk.centraldb.query import visit_of  # noqa: E402
 from kiosk.centraldb.schema import checks, dead_letters, devices, visits  # noqa: E402
 from kiosk.config import EX_CONFIG, MqttConfig  # noqa: E402
 from kiosk.counters import Counters  # noqa: E402
+from kiosk.metrics import MetricsServer  # noqa: E402
 from kiosk.mqtt import Publisher  # noqa: E402
 from kiosk.store import Store, url_problem  # noqa: E402
 from kiosk.wire import Sender, encode, visit_payload  # noqa: E402
@@ -95,7 +99,7 @@ def test_visits_and_checks_arrive_field_for_field_once(tmp_path, pg):
         rows = {r.id: r for r in conn.execute(select(visits))}
         assert len(rows) == 30
         for v in stored_visits:
-            expected = dataclasses.replace(v, temperature_c=None)  # not published by default
+            expected = dataclasses.replace(v, temperature_c=None, skin_c=None)  # not published by default
             assert visit_of(rows[v.id]._mapping) == expected
             assert rows[v.id].timezone == "Europe/Berlin"
         got = {r.id: r for r in conn.execute(select(checks))}
@@ -126,6 +130,8 @@ def test_hostile_messages_are_dead_letters_and_the_service_goes_on(tmp_path, pg,
     ]
     caplog.set_level(logging.WARNING, logger="kiosk.collect")
     with Broker(tmp_path) as broker, collector(broker.port, url) as col:
+        scrape = MetricsServer("127.0.0.1", 0, lambda: StatsCollector(col.stats, col.pending))
+        metrics = scrape.start()
         assert wait_until(lambda: col.stats.connected, 10)
         c = raw_client(broker.port)
         for topic, payload in hostile:
@@ -135,6 +141,12 @@ def test_hostile_messages_are_dead_letters_and_the_service_goes_on(tmp_path, pg,
         assert wait_until(lambda: col.stats.total_stored() == 1, 10), col.stats
         assert wait_until(lambda: sum(col.stats.dead_letters.values()) == 7, 5)
         c.disconnect()
+        text = urllib.request.urlopen(metrics.url, timeout=5).read().decode()
+        metrics.close()
+    assert 'kiosk_collect_rows_total{kind="visit"} 1.0' in text
+    assert 'kiosk_collect_dead_letters_total{reason="visit.age_group"} 2.0' in text
+    assert "kiosk_collect_db_errors_total 0.0" in text
+    assert "kiosk_collect_lag_seconds" in text and "kiosk_collect_broker_connected 1.0" in text
     assert col.stats.dead_letters["visit.age_group"] == 2
     assert col.stats.dead_letters["visit.device_id"] == 1
     assert count(engine, dead_letters) == 7 and count(engine, visits) == 1
@@ -341,3 +353,24 @@ def test_migrate_then_retention_per_table(pg, tmp_path):
     assert purge(engine, "checks", now - timedelta(days=30)) == 0
     assert purge(engine, "dead_letters", now + timedelta(seconds=1)) == 1
     assert count(engine, visits) == 1 and count(engine, checks) == 1
+
+
+def test_the_database_password_never_reaches_the_log(tmp_path):
+    """A password from $KIOSK_DB_PASSWORD, a database that refuses: the error is logged and
+    retried, the password is not."""
+    from tests.broker import free_port
+
+    cfg = tmp_path / "collect.yaml"
+    url = f"postgresql://kiosk@127.0.0.1:{free_port()}/kiosk"
+    cfg.write_text(yaml.safe_dump({"database": {"url": url}, "mqtt": {"port": free_port()}}))
+    env = {**os.environ, "KIOSK_DB_PASSWORD": "pw-Zq81xx", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "kiosk.central.cli", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=ROOT)  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=6)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "cannot migrate the schema" in out and "Connection refused" in out
+    assert "pw-Zq81xx" not in out

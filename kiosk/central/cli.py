@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     notifier = Notifier()
     with ExitStack() as parts:
         if cfg.metrics.enabled:
-            stats = StatsCollector(collector.stats, collector.pending)
+            def stats() -> StatsCollector:
+                return StatsCollector(collector.stats, collector.pending)
+
             try:
                 parts.enter_context(MetricsServer(cfg.metrics.host, cfg.metrics.port, stats))
             except (MetricsUnavailable, OSError) as exc:
