@@ -99,7 +99,9 @@ def test_visits_and_checks_arrive_field_for_field_once(tmp_path, pg):
         rows = {r.id: r for r in conn.execute(select(visits))}
         assert len(rows) == 30
         for v in stored_visits:
-            expected = dataclasses.replace(v, temperature_c=None, skin_c=None)  # not published by default
+            expected = dataclasses.replace(
+                v, temperature_c=None, skin_c=None
+            )  # not published by default
             assert visit_of(rows[v.id]._mapping) == expected
             assert rows[v.id].timezone == "Europe/Berlin"
         got = {r.id: r for r in conn.execute(select(checks))}

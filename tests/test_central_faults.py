@@ -172,7 +172,9 @@ def test_twenty_kiosks_through_collector_crash_broker_restart_and_database_outag
                 dead = conn.scalar(select(func.count()).select_from(dead_letters))
             assert len(devs) == 20 and dead == 0
             for vid, v in expected_v.items():  # exactly once (the primary key), field for field
-                assert visit_of(got_v[vid]._mapping) == dataclasses.replace(v, temperature_c=None, skin_c=None)
+                assert visit_of(got_v[vid]._mapping) == dataclasses.replace(
+                    v, temperature_c=None, skin_c=None
+                )
             for cid, c in expected_c.items():
                 r = got_c[cid]
                 assert (r.device_id, r.at, r.status, r.clock_synced, r.temperature_c) == (

@@ -126,9 +126,10 @@ def bench_ingest(n: int, work: Path) -> dict:
         loader.connect("127.0.0.1", broker.port)
         loader.loop_start()
         t = time.monotonic()
-        infos = [loader.publish(tp, p, qos=1) for tp, p in zip(topics, payloads, strict=True)]
-        for info in infos:
-            info.wait_for_publish(120)
+        for k in range(0, n, 20_000):  # paho's packet ids wrap at 65,535: 20,000 at a time
+            chunk = zip(topics[k : k + 20_000], payloads[k : k + 20_000], strict=True)
+            for info in [loader.publish(tp, p, qos=1) for tp, p in chunk]:
+                info.wait_for_publish(120)
         load_s = time.monotonic() - t
         loader.disconnect()
         loader.loop_stop()

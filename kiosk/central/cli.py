@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     notifier = Notifier()
     with ExitStack() as parts:
         if cfg.metrics.enabled:
+
             def stats() -> StatsCollector:
                 return StatsCollector(collector.stats, collector.pending)
 

@@ -240,7 +240,7 @@ class Collector(Part):
             else:
                 dead.append(got)
         done = self._retry(
-            lambda: self._write(Batch(events, dead), sources),
+            lambda: self._write(Batch(events, dead, [m.payload for m in sources]), sources),
             "write a batch",
             give_up=lambda: all(m.generation != self._generation for m in live),
         )
@@ -280,7 +280,7 @@ class Collector(Part):
         for event, m in zip(batch.events, sources, strict=True):
             try:
                 with self.engine.begin() as conn:
-                    write_batch(conn, Batch([event], []), now, self._registry)
+                    write_batch(conn, Batch([event], [], [m.payload]), now, self._registry)
                 self._registry.committed()
             except OperationalError:
                 raise
