@@ -34,8 +34,9 @@ from kiosk.report import (
 )
 
 UTC_ZONE = ZoneInfo("UTC")
-# Local days run from UTC-12 to UTC+14: a day's rows in any zone lie in this wider window.
-_WIDEN = timedelta(days=1)
+# UTC offsets run from -12 h to +14 h: a local day's rows in any zone lie within these
+# margins around the UTC day.
+_BEFORE, _AFTER = timedelta(hours=14), timedelta(hours=12)
 
 
 def central_count_rows(
@@ -51,7 +52,7 @@ def central_count_rows(
     listed = [d.device_id for d in db.devices(sel)] if per_device else [None]
     for day in days:
         lo, hi = days_bounds(day, day, UTC_ZONE)
-        zones = [tz.key] if tz else db.zones(lo - _WIDEN, hi + _WIDEN, sel) or ["UTC"]
+        zones = [tz.key] if tz else db.zones(lo - _BEFORE, hi + _AFTER, sel) or ["UTC"]
         for zone in zones:
             z = ZoneInfo(zone)
             buckets = hour_buckets(day, z) if by == "hour" else [day_bucket(day, z)]
@@ -98,7 +99,7 @@ def export_records(
     lo, hi = days_bounds(first, last, UTC_ZONE)
 
     def records() -> Iterator[tuple]:
-        rows = db.iter_visits(lo - _WIDEN, hi + _WIDEN, sel)
+        rows = db.iter_visits(lo - _BEFORE, hi + _AFTER, sel)
         with closing(rows):
             for visit, zone in rows:
                 z = tz or ZoneInfo(zone)
