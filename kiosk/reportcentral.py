@@ -23,6 +23,7 @@ from kiosk.report import (
     EXPORT_COLUMNS,
     CountRow,
     InputError,
+    Records,
     Source,
     count_records,
     export_row,
@@ -93,12 +94,12 @@ def summed(rows: Iterable[CountRow]) -> list[CountRow]:
 
 def export_records(
     db: CentralDB, first: date, last: date, sel: Selection, tz: ZoneInfo | None, temperature: bool
-) -> tuple[tuple[str, ...], Iterator[tuple]]:
+) -> tuple[tuple[str, ...], Records]:
     """One row per visit whose local start day (its own zone, or --tz) is in first..last."""
     columns = EXPORT_COLUMNS + (("temperature_c",) if temperature else ())
     lo, hi = days_bounds(first, last, UTC_ZONE)
 
-    def records() -> Iterator[tuple]:
+    def records() -> Records:
         rows = db.iter_visits(lo - _BEFORE, hi + _AFTER, sel)
         with closing(rows):
             for visit, zone in rows:
@@ -119,9 +120,9 @@ def run_central(args: argparse.Namespace, source: Source) -> int:
     try:
         first, last = period(args, source.tz)
         if args.command == "chart":
-            rows = summed(central_count_rows(db, [first], "day", sel, source.tz, False))
+            day = summed(central_count_rows(db, [first], "day", sel, source.tz, False))
             with open_output(out_path(args.out, first, first), binary=True) as out:
-                render_chart(rows, first, sel.label(), out)
+                render_chart(day, first, sel.label(), out)
             return 0
         if args.command == "export":
             columns, records = export_records(db, first, last, sel, source.tz, args.temperature)

@@ -41,7 +41,7 @@ from sqlalchemy.sql import Delete
 
 from kiosk.config import ConfigError
 from kiosk.dbfile import DatabaseInUse, FileIdentity, WriterLock, save_copy
-from kiosk.labels import VisitStatus
+from kiosk.labels import CheckStatus, VisitStatus
 from kiosk.lifecycle import Part
 from kiosk.logsetup import redact_url
 from kiosk.visit import Check, Visit
@@ -155,7 +155,7 @@ def check_from_row(row: CheckRow) -> Check:
         id=row.id,
         device_id=row.device_id,
         at=from_utc_naive(row.at),
-        status=row.status,
+        status=cast(CheckStatus, row.status),
         temperature_c=row.temperature_c,
         clock_synced=row.clock_synced,
     )

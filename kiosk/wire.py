@@ -339,14 +339,12 @@ def _check(f: _Fields) -> Check:
     )
 
 
-_RECORDS = {"visit": _visit, "check": _check}
-
-
 def parse_event(kind: str, payload: bytes | str) -> Event:
     """A ``visit`` or ``check`` message back as its record and sender; a PayloadError names
     the first key that breaks the contract."""
     f = decode(payload, kind)
-    return Event(_RECORDS[kind](f), _sender(f))
+    record: Visit | Check = _visit(f) if kind == "visit" else _check(f)
+    return Event(record, _sender(f))
 
 
 def parse_visit(payload: bytes | str) -> Visit:

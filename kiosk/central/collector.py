@@ -188,7 +188,7 @@ class Collector(Part):
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._queue.put(
-            Message(self._generation, msg.mid, msg.qos, msg.topic, msg.payload,
+            Message(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload),
                     time.monotonic())
         )  # fmt: skip
 

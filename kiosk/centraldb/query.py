@@ -8,7 +8,7 @@ binned in a given time zone, normally its own kiosk's (the zone sent with the ev
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -131,7 +131,7 @@ class CentralDB:
 
     def iter_visits(
         self, start: datetime, end: datetime, sel: Selection, batch: int = 2000
-    ) -> Iterator[tuple[Visit, str]]:
+    ) -> Generator[tuple[Visit, str], None, None]:
         """(visit, its time zone) that started in [start, end), oldest first, streamed."""
         c = visits.c
         q = (
