@@ -11,7 +11,8 @@ Invariants:
   start off), which delivers it again; the insert is idempotent on the id.
 - A message is acknowledged only on the connection it arrived on: after a reconnect the broker
   sends the unacknowledged ones again, and a stale packet id could acknowledge another message.
-- The broker has at most ``mqtt.receive_max`` messages in flight to us, which bounds the queue.
+- The broker has at most ``mqtt.receive_max`` messages in flight to us, and what is queued
+  from an earlier connection is dropped on a reconnect (it comes again): that bounds the queue.
 - A database error never drops a message: the batch is retried with backoff while the broker
   keeps everything. A row the database refuses for good becomes a dead letter.
 """
@@ -165,6 +166,7 @@ class Collector(Part):
             log.warning("mqtt: broker %s refused the connection: %s", self.where, rc)
             return
         self._generation += 1
+        self._drop_stale()
         resumed = bool(getattr(flags, "session_present", False))
         log.info("mqtt: connected to %s (session %s)", self.where,
                  "resumed" if resumed else "new")  # fmt: skip
@@ -179,6 +181,15 @@ class Collector(Part):
             return
         with self.stats.lock:
             self.stats.connected = True
+
+    def _drop_stale(self) -> None:
+        """What waits from an earlier connection will come again on this one: drop it, so
+        the queue never holds more than one connection's Receive Maximum."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any):
         with self.stats.lock:
