@@ -35,6 +35,9 @@ STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
 MAX_PAYLOAD_BYTES = 16_384
 _MAX_TEXT = 64  # ids, device ids, model versions: the store's column width
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+# The one time format sent: extended ISO 8601 in UTC, so that every reader (Python here,
+# PostgreSQL reading the same JSON in kiosk-collect) takes it for the same instant.
+_UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z", re.ASCII)
 
 
 class PayloadError(ValueError):
@@ -260,8 +263,8 @@ class _Fields:
 
     def time(self, key: str) -> datetime:
         value = self.get(key)
-        if not isinstance(value, str) or not value.endswith("Z") or len(value) > 40:
-            raise self.fail(key, "must be an ISO 8601 UTC time ending in Z")
+        if not isinstance(value, str) or not _UTC_TIME.fullmatch(value):
+            raise self.fail(key, "must be an ISO 8601 UTC time YYYY-MM-DDTHH:MM:SS[.ffffff]Z")
         try:
             t = datetime.fromisoformat(value[:-1] + "+00:00")
         except ValueError:

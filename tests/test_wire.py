@@ -108,6 +108,8 @@ def test_stats_round_trip():
         ({"age_confidence": 1.5}, "visit.age_confidence"),
         ({"gender_confidence": True}, "visit.gender_confidence"),
         ({"started_at": "2026-11-28 09:14"}, "visit.started_at"),
+        ({"started_at": "2026-W48-6T09:14:02Z"}, "visit.started_at"),  # valid ISO, not ours
+        ({"started_at": "20261128T091402Z"}, "visit.started_at"),
         ({"ended_at": "2026-11-28T09:00:00.000Z"}, "visit.ended_at"),
         ({"device_id": "a/b"}, "visit.device_id"),
         ({"id": "x" * 65}, "visit.id"),
