@@ -1,10 +1,11 @@
 """Frames and the visible-camera sources (device, file, RTSP/HTTP URL) with reconnection.
 
-A live source runs a reader thread that keeps only the newest frame, so processing never falls
-behind the camera. When it stops delivering (read error, end of a stream, nothing for
-`stall_timeout_s`) it is released and reopened with capped exponential backoff. A stalled
-reader stuck inside OpenCV is abandoned rather than released from another thread, which OpenCV
-does not support; it exits by itself when its read returns.
+A live source (and a file replayed in real time) is read on its own thread, driven by
+`kiosk.supervise.Supervisor` like the thermal camera, and only the newest frame is kept, so
+processing never falls behind the camera. When it stops delivering (read error, end of a stream,
+nothing for `stall_timeout_s`) it is released and reopened with capped exponential backoff. A
+stalled reader stuck inside OpenCV is abandoned rather than released from another thread, which
+OpenCV does not support; it releases its capture when its read returns.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from kiosk.config import CameraConfig
 from kiosk.lifecycle import Backoff, Part
 from kiosk.logsetup import redact_url
+from kiosk.supervise import EndOfStream, Outage, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,15 @@ class Frame:
     index: int
     t_mono: float
     t_wall: datetime
+
+
+@dataclass(slots=True)
+class _Capture:
+    """An open capture on the reader thread; a replayed file is paced by `next_due`."""
+
+    cap: cv2.VideoCapture
+    fps: float  # a replayed file's own rate; 0 for a live source, read as fast as it delivers
+    next_due: float
 
 
 def demo_video_path() -> Path:
@@ -100,9 +111,6 @@ class CameraSource(Part):
         self.loop = loop
         # A file replayed as fast as it is consumed is read synchronously: no frame is dropped.
         self.threaded = self.live or realtime
-        self.stall_timeout_s = stall_timeout_s
-        self.backoff = Backoff(reconnect_initial_s, reconnect_max_s)
-        self.reconnects = 0
         self.state = "closed"
         self.ended = False
         self._cap: cv2.VideoCapture | None = None
@@ -112,11 +120,19 @@ class CameraSource(Part):
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._returned = -1
-        self._last_frame_mono = time.monotonic()
-        self._next_connect_warn_s = stall_timeout_s
-        self._generation = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._supervisor: Supervisor[_Capture, np.ndarray] = Supervisor(
+            "camera",
+            open=self._connect,
+            read=self._read_frame,
+            publish=self._publish,
+            close=lambda c: c.cap.release(),
+            backoff=Backoff(reconnect_initial_s, reconnect_max_s),
+            stall_timeout_s=stall_timeout_s,
+            on_outage=self._outage,
+            on_end=self._end,
+            on_slow_open=self._slow_open,
+        )
 
     @classmethod
     def from_config(cls, c: CameraConfig) -> CameraSource:
@@ -160,13 +176,13 @@ class CameraSource(Part):
     def start(self) -> CameraSource:
         """Start reading. A file must open and give a frame now (it will not get better by
         retrying); a camera or stream is retried in the background."""
-        if self.state != "closed" or self._stop.is_set():
+        if self.state != "closed" or self._closed:
             return self
         if not self.live:
             self._check_file()
         self._set_state("connecting")
         if self.threaded:
-            self._spawn_reader()
+            self._supervisor.start()
         else:
             self._cap = self._open()
             if self._cap is None:
@@ -189,59 +205,34 @@ class CameraSource(Part):
         if not ok or not valid_image(image):
             raise OSError(f"camera.source: {self.name}: no frame can be decoded from it")
 
-    def _spawn_reader(self) -> None:
-        self._generation += 1
-        self._last_frame_mono = time.monotonic()
-        self._thread = threading.Thread(
-            target=self._reader, args=(self._generation,), name="camera-reader", daemon=True
-        )
-        self._thread.start()
+    @property
+    def reconnects(self) -> int:
+        return self._supervisor.reconnects
 
-    def _current(self, generation: int) -> bool:
-        return generation == self._generation and not self._stop.is_set()
+    # Supervisor callbacks (the threaded path) ------------------------------------------------
 
-    def _reader(self, generation: int) -> None:
-        cap: cv2.VideoCapture | None = None
-        file_fps = 0.0
-        next_due = time.monotonic()
-        try:
-            while self._current(generation):
-                if cap is None:
-                    cap = self._open()
-                    if cap is None:
-                        delay = self.backoff.delay()
-                        self._set_state("reconnecting", f"cannot open; retry in {delay:.1f} s")
-                        self._stop.wait(delay)
-                        continue
-                    file_fps = 0.0 if self.live else cap.get(cv2.CAP_PROP_FPS) or self.fps
-                    next_due = time.monotonic()
-                ok, image = cap.read()
-                if not self._current(generation):
-                    break
-                if not ok:
-                    cap.release()
-                    cap = None
-                    if not self.live and not self.loop:
-                        self.ended = True
-                        self._set_state("ended", "end of file")
-                        with self._cond:
-                            self._cond.notify_all()
-                        return
-                    if self.live:
-                        self.reconnects += 1
-                        delay = self.backoff.delay()
-                        self._set_state("reconnecting", f"stream stopped; retry in {delay:.1f} s")
-                        self._stop.wait(delay)
-                    continue
-                self.backoff.reset()
-                self._publish(image)
-                self._set_state("streaming")
-                if file_fps:
-                    next_due += 1.0 / file_fps
-                    self._stop.wait(max(0.0, next_due - time.monotonic()))
-        finally:
-            if cap is not None:
-                cap.release()
+    def _connect(self) -> _Capture:
+        cap = self._open()
+        if cap is None:
+            raise OSError("OpenCV cannot open it")
+        fps = 0.0 if self.live else cap.get(cv2.CAP_PROP_FPS) or self.fps
+        return _Capture(cap, fps, time.monotonic())
+
+    def _read_frame(self, c: _Capture) -> np.ndarray:
+        """The next frame; a replayed file waits for it at its own rate, and starts over when
+        it loops."""
+        if c.fps:
+            self._supervisor.wait(c.next_due - time.monotonic())
+            c.next_due += 1.0 / c.fps
+        ok, image = c.cap.read()
+        if not ok and self.loop and not self.live:
+            c.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = c.cap.read()
+        if ok:
+            return image
+        if self.live:
+            raise OSError("stream stopped")
+        raise EndOfStream
 
     def _publish(self, image: np.ndarray) -> None:
         now = time.monotonic()
@@ -249,8 +240,30 @@ class CameraSource(Part):
         self._index += 1
         with self._cond:
             self._latest = frame
-            self._last_frame_mono = now
             self._cond.notify_all()
+        self._set_state("streaming")
+
+    def _outage(self, outage: Outage) -> None:
+        if outage.cause == "stalled":
+            self._set_state("stalled", f"no frame for {outage.silent_s:.1f} s; reopening")
+        else:
+            why = "cannot open" if outage.cause == "cannot open" else "stream stopped"
+            self._set_state("reconnecting", f"{why}; retry in {outage.delay_s:.1f} s")
+
+    def _end(self) -> None:
+        self.ended = True
+        self._set_state("ended", "end of file")
+        with self._cond:
+            self._cond.notify_all()
+
+    def _slow_open(self, waited_s: float) -> None:
+        """Opening a stream may block in OpenCV: say so while no frame has come yet."""
+        if self.state == "connecting":
+            log.warning(
+                "camera %s: still connecting after %.0f s, no frame yet", self.name, waited_s
+            )
+
+    # Consumer side ---------------------------------------------------------------------------
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         """The newest frame not yet returned, or None after `timeout` (or at the end)."""
@@ -263,24 +276,11 @@ class CameraSource(Part):
                     return None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    self._check_stall()
                     return None
                 self._cond.wait(remaining)
             frame = self._latest
             self._returned = frame.index
             return frame
-
-    def _check_stall(self) -> None:
-        """Called with the lock held: restart a reader that has delivered nothing for too long,
-        and say so when opening a camera or stream takes that long (OpenCV may block in it)."""
-        silent = time.monotonic() - self._last_frame_mono
-        if self.state == "streaming" and silent > self.stall_timeout_s:
-            self.reconnects += 1
-            self._set_state("stalled", f"no frame for {silent:.1f} s; reopening")
-            self._spawn_reader()
-        elif self.state == "connecting" and silent > self._next_connect_warn_s:
-            self._next_connect_warn_s = 2 * silent
-            log.warning("camera %s: still connecting after %.0f s, no frame yet", self.name, silent)
 
     def _read_sync(self) -> Frame | None:
         """Frames stamped on the file's own timeline, so replay speed does not change visits."""
@@ -306,12 +306,10 @@ class CameraSource(Part):
         return None
 
     def close(self) -> None:
-        self._stop.set()
-        self._generation += 1
+        self._closed = True
+        self._supervisor.close()
         with self._cond:
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
         if self._cap is not None:
             self._cap.release()
             self._cap = None

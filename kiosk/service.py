@@ -201,6 +201,7 @@ class Daemon:
         try:
             while not self.stop_requested.is_set():
                 frame = self.source.read(timeout=0.25)
+                self.counters.source_reconnects = self.source.reconnects
                 now = time.monotonic()
                 if frame is not None:
                     self.pipeline.process(frame)

@@ -1,10 +1,10 @@
 """Radiometric thermal sources: each reads on its own thread and hands out the latest frame.
 
-Every source has the visible camera's stall/reconnect behaviour: a supervisor thread opens the
-device, starts a reader for that connection, and when the reader ends with an error or no frame
-arrives for `stall_timeout_s`, closes the device and reopens it after a capped exponential
-backoff. A reader stuck in a blocking driver call is abandoned (its frames are ignored) rather
-than waited for.
+A source is the device hooks (`_open`, `_read`, `_close`) that `kiosk.supervise.Supervisor`
+drives, the same supervisor as the visible camera's: a read that fails or no frame for
+`stall_timeout_s` closes the device and reopens it after a capped exponential backoff, and a
+reader stuck in a blocking driver call is abandoned (its frames are dropped) rather than waited
+for.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 from kiosk.config import ThermalConfig
 from kiosk.lifecycle import Backoff, Part
+from kiosk.supervise import EndOfStream, Outage, Supervisor
 from kiosk.thermal.convert import (
     as_uint16_image,
     lepton_to_celsius,
@@ -39,13 +40,9 @@ class ThermalSourceError(Exception):
     """A source cannot be opened (missing device, driver or file); retried with backoff."""
 
 
-class EndOfStream(Exception):
-    """A finite replay has no more frames; not an error, so it is not reopened."""
-
-
 class ThermalSource(Part, ABC):
-    """Base: the reader/supervisor threads, rotation, timestamps and the latest frame. A source
-    that lacks a device hook fails at construction, not inside its thread."""
+    """Base: the device hooks the supervisor drives, rotation, timestamps and the latest frame.
+    A source that lacks a device hook fails at construction, not inside its thread."""
 
     name = "thermal"
 
@@ -57,17 +54,19 @@ class ThermalSource(Part, ABC):
         reconnect_max_s: float = 30.0,
     ) -> None:
         self.rotate_quarters = rotate_quarters
-        self.stall_timeout_s = stall_timeout_s
-        self.backoff = Backoff(reconnect_initial_s, reconnect_max_s)
-        self.reconnects = 0
         self.frames_read = 0
-        self.ended = False
         self._latest: ThermalFrame | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._generation = 0
-        self._last_frame_mono = 0.0
-        self._supervisor: threading.Thread | None = None
+        self._supervisor: Supervisor[Any, np.ndarray] = Supervisor(
+            self.name,
+            open=self._open,
+            read=self._read,
+            publish=self._publish,
+            close=self._close,
+            backoff=Backoff(reconnect_initial_s, reconnect_max_s),
+            stall_timeout_s=stall_timeout_s,
+            on_outage=self._outage,
+        )
 
     # Device-specific parts -------------------------------------------------------------------
 
@@ -80,104 +79,51 @@ class ThermalSource(Part, ABC):
         """Block for the next frame in C (sensor orientation); raise on failure or the end."""
 
     def _close(self, handle: Any) -> None:
-        """Release the device; may be called while a read is blocked on another thread."""
+        """Release the device; called on the reader's thread once its last read has returned."""
 
     # Public ----------------------------------------------------------------------------------
 
     def start(self) -> ThermalSource:
-        if self._supervisor is not None:
-            return self
-        self._stop.clear()
-        self._supervisor = threading.Thread(target=self._supervise, name=self.name, daemon=True)
         self._supervisor.start()
         return self
+
+    @property
+    def reconnects(self) -> int:
+        return self._supervisor.reconnects
+
+    @property
+    def ended(self) -> bool:
+        return self._supervisor.ended
 
     def latest(self) -> ThermalFrame | None:
         with self._lock:
             return self._latest
 
     def close(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.join(timeout_s)
+        self._supervisor.close(timeout_s)
 
-    # Threads ---------------------------------------------------------------------------------
-
-    def _supervise(self) -> None:
-        while not self._stop.is_set():
-            try:
-                handle = self._open()
-            except Exception as exc:
-                delay = self.backoff.delay()
-                log.warning("%s: cannot open (%s); retrying in %.1f s", self.name, exc, delay)
-                self.reconnects += 1
-                self._stop.wait(delay)
-                continue
-            self._generation += 1
-            generation = self._generation
-            self._last_frame_mono = time.monotonic()
-            done = threading.Event()
-            frames_before = self.frames_read
-            reader = threading.Thread(
-                target=self._read_loop,
-                args=(handle, generation, done),
-                name=f"{self.name}-reader",
-                daemon=True,
-            )
-            reader.start()
-            why = self._watch(done)
-            self._generation += 1  # frames from the old reader are ignored from here on
-            self._safe_close(handle)
-            if why == "stop" or self.ended:
-                return
-            if self.frames_read > frames_before:
-                self.backoff.reset()
-            delay = self.backoff.delay()
-            self.reconnects += 1
-            log.warning("%s: %s; reopening in %.1f s", self.name, why, delay)
-            self._stop.wait(delay)
-
-    def _watch(self, done: threading.Event) -> str:
-        poll = min(0.1, self.stall_timeout_s / 4)
-        while True:
-            if self._stop.wait(poll):
-                return "stop"
-            if done.is_set():
-                return "ended" if self.ended else "read failed"
-            if time.monotonic() - self._last_frame_mono > self.stall_timeout_s:
-                return f"stalled (no frame for {self.stall_timeout_s:.1f} s)"
-
-    def _read_loop(self, handle: Any, generation: int, done: threading.Event) -> None:
-        try:
-            while not self._stop.is_set() and generation == self._generation:
-                celsius = self._read(handle)
-                if generation != self._generation:
-                    return
-                self._publish(celsius)
-        except EndOfStream:
-            self.ended = True
-        except Exception as exc:
-            if generation == self._generation:
-                log.warning("%s: read failed: %s", self.name, exc)
-        finally:
-            done.set()
+    # Supervisor callbacks --------------------------------------------------------------------
 
     def _publish(self, celsius: np.ndarray) -> None:
         if isinstance(celsius, np.ndarray) and celsius.ndim == 2:
             celsius = rotate(celsius, self.rotate_quarters)
-        now = time.monotonic()
-        frame = ThermalFrame(celsius, self.frames_read, now, datetime.now(UTC))
+        frame = ThermalFrame(celsius, self.frames_read, time.monotonic(), datetime.now(UTC))
         with self._lock:
             self._latest = frame
             self.frames_read += 1
-            self._last_frame_mono = now
 
-    def _safe_close(self, handle: Any) -> None:
-        try:
-            self._close(handle)
-        except Exception as exc:
-            log.debug("%s: close failed: %s", self.name, exc)
+    def _outage(self, outage: Outage) -> None:
+        if outage.cause == "cannot open":
+            log.warning(
+                "%s: cannot open (%s); retrying in %.1f s", self.name, outage.error, outage.delay_s
+            )
+            return
+        if outage.cause == "read failed":
+            log.warning("%s: read failed: %s", self.name, outage.error)
+            why = "read failed"
+        else:
+            why = f"stalled (no frame for {self._supervisor.stall_timeout_s:.1f} s)"
+        log.warning("%s: %s; reopening in %.1f s", self.name, why, outage.delay_s)
 
 
 def _video_device(device: str) -> int | str:
@@ -361,7 +307,7 @@ class ReplaySource(ThermalSource):
                 raise EndOfStream
             handle["i"] = 0
         delay = handle["next"] - time.monotonic()
-        if delay > 0 and self._stop.wait(delay):
+        if delay > 0 and self._supervisor.wait(delay):
             raise EndOfStream
         handle["next"] = max(handle["next"], time.monotonic() - 1.0) + 1.0 / self.fps
         frame = frames[handle["i"]]
