@@ -392,7 +392,9 @@ class Store(Part):
     def _prove_writable(self) -> None:
         """A real write at start, so an unwritable file or a full disk stops kioskd before
         READY instead of every record failing later."""
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        # Microseconds: a restart within the same second must still write (an unchanged
+        # value is no UPDATE at all, and an unwritable file would pass).
+        stamp = datetime.now(UTC).isoformat(timespec="microseconds")
         try:
             with self._sessions.begin() as s:
                 s.merge(Meta(key="last_start", value=stamp))
