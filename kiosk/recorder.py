@@ -55,12 +55,14 @@ class Recorder(Part):
         on_visit: Callable[[Visit], None],
         max_queued: int = MAX_QUEUED,
         spill_path: Path | None = None,
+        on_check: Callable[[Check], None] | None = None,
     ) -> None:
         self.store = store
         self.counters = counters
         self.clock = clock
         self.outbox = outbox
         self.on_visit = on_visit
+        self.on_check = on_check  # a stored check (its outbox entry is committed with it)
         self.queue: deque[Record] = deque()
         self.max_queued = max_queued
         self.spill_path = spill_path
@@ -122,6 +124,8 @@ class Recorder(Part):
                 self.on_visit(record)
             else:
                 log.info("temperature check %s: no demographics recorded", record.status)
+                if self.on_check is not None:
+                    self.on_check(record)
         if self._failing:
             self._failing = False
             log.info("storage recovered: every queued record is stored")
