@@ -19,7 +19,11 @@ usage: sudo deploy/install.sh [options]          install or upgrade
   --wheelhouse DIR         install from wheels in DIR only (no index; an offline install)
   --offline                no index and no build isolation: every dependency must already be
                            present (--system-site-packages or --wheelhouse)
-  --extras LIST            package extras, comma-separated (default: metrics; "" for none)
+  --extras LIST            package extras, comma-separated (default: metrics,chart; "" for none)
+  --no-constraints         resolve versions afresh instead of constraints.txt's (implied by
+                           --system-site-packages, whose point is the system's versions)
+  --camera SOURCE          the camera for a new config (default: the first one found; see
+                           `kioskd cameras`); other choices: /opt/kiosk/bin/kioskd setup --help
   --uninstall              stop and remove the service and /opt/kiosk; keeps config and data
   --purge                  with --uninstall: also delete /etc/kiosk, /var/lib/kiosk (the
                            visit database!) and the kiosk user
@@ -33,7 +37,9 @@ PYTHON=python3
 SYSTEM_SITE=0
 WHEELHOUSE=""
 OFFLINE=0
-EXTRAS="metrics"
+EXTRAS="metrics,chart"
+CONSTRAINTS=1
+CAMERA=auto
 UNINSTALL=0
 PURGE=0
 
@@ -56,6 +62,9 @@ while [ $# -gt 0 ]; do
 	--offline) OFFLINE=1 ;;
 	--extras) EXTRAS=${2?--extras needs a list}; shift ;;
 	--extras=*) EXTRAS=${1#*=} ;;
+	--no-constraints) CONSTRAINTS=0 ;;
+	--camera) CAMERA=${2:?--camera needs a source}; shift ;;
+	--camera=*) CAMERA=${1#*=} ;;
 	--uninstall) UNINSTALL=1 ;;
 	--purge) PURGE=1 ;;
 	-h | --help) usage; exit 0 ;;
@@ -84,6 +93,9 @@ SHARE=$OPT/share/kiosk
 MANIFEST=$SHARE/installed-units
 TIMEWAIT_MARK=$SHARE/enabled-time-wait-unit
 TIMEWAIT_DROPIN=kiosk-bounded-wait.conf
+# kiosk-report on PATH, run as the service user (tools/kiosk-report-wrapper below).
+WRAPPER=$PREFIX/usr/local/bin/kiosk-report
+WRAPPER_MARK="Installed by kiosk's deploy/install.sh"
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
@@ -148,6 +160,10 @@ install_venv() {
 		--no-warn-script-location)
 	[ "$OFFLINE" = 0 ] || pip+=(--no-index --no-build-isolation)
 	[ -z "$WHEELHOUSE" ] || pip+=(--no-index --find-links "$WHEELHOUSE")
+	# The versions CI tested (constraints.txt); not over the system's own packages.
+	if [ "$CONSTRAINTS" = 1 ] && [ "$SYSTEM_SITE" = 0 ] && [ -e "$SRC/constraints.txt" ]; then
+		pip+=(-c "$SRC/constraints.txt")
+	fi
 	local target="$SRC"
 	[ -z "$EXTRAS" ] || target="${SRC}[$EXTRAS]"
 	# A build directory inside a read-only or shared checkout is not needed: build in a temp dir.
@@ -167,17 +183,49 @@ install_files() {
 	if [ -e "$ETC/config.yaml" ]; then
 		log "kept the existing $ETC/config.yaml"
 	else
-		install -m 0644 "$SRC/config.example.yaml" "$ETC/config.yaml"
-		log "wrote $ETC/config.yaml from config.example.yaml: edit it (camera, device_id)"
+		# This door's device id, time zone and camera; the rest keeps the documented defaults.
+		"$OPT/bin/kioskd" setup --yes --out "$ETC/config.yaml" --camera "$CAMERA"
+		chmod 0644 "$ETC/config.yaml"
 	fi
 	# LoadCredential= fails the unit when its file is missing: an empty one means no password.
-	[ -e "$ETC/mqtt_password" ] || install -m 0600 /dev/null "$ETC/mqtt_password"
+	local cred
+	for cred in mqtt_password smtp_password; do
+		[ -e "$ETC/$cred" ] || install -m 0600 /dev/null "$ETC/$cred"
+	done
+	install_wrapper
 	install -d -m 0755 "$OPT/share/doc/kiosk" "$SHARE"
 	local doc
 	for doc in "$SRC"/docs/*.md; do
 		[ -e "$doc" ] && install -m 0644 "$doc" "$OPT/share/doc/kiosk/"
 	done
 	install -m 0644 "$SRC/config.example.yaml" "$SHARE/config.example.yaml"
+}
+
+install_wrapper() {
+	if [ -e "$WRAPPER" ] && ! grep -q "$WRAPPER_MARK" "$WRAPPER"; then
+		log "warning: $WRAPPER is not ours; left alone (use $OPT/bin/kiosk-report)"
+		return
+	fi
+	install -d -m 0755 "$(dirname "$WRAPPER")"
+	cat >"$WRAPPER.tmp" <<EOF
+#!/bin/sh
+# kiosk-report as the kiosk user (the database is theirs), with the installed config unless
+# --config or --db is given. $WRAPPER_MARK; the command itself is $OPT/bin/kiosk-report.
+set -eu
+case " \$* " in
+*" --config"* | *" --db"* | *" -h "* | *" --help "* | "  ") ;;
+*) set -- "\$@" --config $ETC/config.yaml ;;
+esac
+set -- env STATE_DIRECTORY=$STATE $OPT/bin/kiosk-report "\$@"
+if [ "\$(id -un)" = kiosk ] || ! id kiosk >/dev/null 2>&1; then
+	exec "\$@"
+elif [ "\$(id -u)" = 0 ]; then
+	exec runuser -u kiosk -- "\$@"
+fi
+exec sudo -u kiosk -- "\$@"
+EOF
+	chmod 0755 "$WRAPPER.tmp"
+	mv -f "$WRAPPER.tmp" "$WRAPPER"
 }
 
 install_units() {
@@ -230,7 +278,8 @@ check_and_restart() {
 		systemctl restart kiosk.service
 		log "restarted kiosk.service (upgrade)"
 	else
-		log "done. Edit $ETC/config.yaml, then: systemctl start kiosk; journalctl -fu kiosk"
+		log "done. Check $ETC/config.yaml (kioskd cameras: $OPT/bin/kioskd cameras --grab SOURCE),"
+		log "then: systemctl start kiosk; journalctl -fu kiosk; kiosk-report daily --date \$(date +%F)"
 	fi
 }
 
@@ -263,7 +312,10 @@ uninstall() {
 	rmdir "$UNITDIR/systemd-time-wait-sync.service.d" 2>/dev/null || true
 	[ "$USE_SYSTEMCTL" = 0 ] || systemctl daemon-reload
 	rm -rf "$OPT"
-	log "removed the kiosk units and $OPT"
+	if [ -e "$WRAPPER" ] && grep -q "$WRAPPER_MARK" "$WRAPPER"; then
+		rm -f "$WRAPPER"
+	fi
+	log "removed the kiosk units, $OPT and $WRAPPER"
 	if [ "$PURGE" = 1 ]; then
 		rm -rf "$ETC" "$STATE"
 		rm -f "$SYSUSERS"

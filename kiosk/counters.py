@@ -26,6 +26,8 @@ class Counters:
     last_visit_at: datetime | None = None
     last_frame_mono: float = 0.0
     fps: float = 0.0  # exponentially smoothed
+    camera_state: str = "closed"  # kiosk.frames.STATES, set by the frame loop
+    clock_synced: bool = True  # whether the wall clock is trusted (kiosk/clock.py)
     # Per-face inference latencies; bounded so nothing grows when no exporter drains it.
     inference_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
 
@@ -44,6 +46,7 @@ class Counters:
         up = self.uptime_s()
         avg = self.frames / up if up > 0 else 0.0
         return (
-            f"frames={self.frames} fps={avg:.1f} faces={self.faces} visits={self.visits}"
-            f" rejected={self.frames_rejected} reconnects={self.source_reconnects}"
+            f"frames={self.frames} fps={avg:.1f} face_detections={self.faces}"
+            f" visits={self.visits} frames_rejected={self.frames_rejected}"
+            f" camera_reconnects={self.source_reconnects}"
         )

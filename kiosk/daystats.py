@@ -46,4 +46,6 @@ def day_stats(
         uptime_s=int(counters.uptime_s()) if counters else None,
         updated_at=now,
         outbox_pending=outbox_pending,
+        camera=counters.camera_state if counters else None,
+        clock_synced=counters.clock_synced if counters else None,
     )

@@ -1,5 +1,11 @@
 """Home Assistant MQTT discovery: one device per kiosk, its sensors read from the retained
-``stats`` topic and marked unavailable while ``status`` is ``offline``. Plain data, no paho."""
+``stats`` topic and marked unavailable while ``status`` is ``offline``; a connectivity sensor
+reads ``status`` itself. Plain data, no paho.
+
+Every config names its origin (kiosk) and its device by the identifier ``kiosk_<device id>``,
+which is how stale configs are found and removed (:func:`owner`; kiosk/mqtt.py removes this
+device's own, `kioskd forget` a device that is gone).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,25 @@ from typing import Any
 from kiosk import __version__
 from kiosk.config import MqttConfig
 from kiosk.labels import AGE_GROUPS
-from kiosk.wire import STATUS_OFFLINE, STATUS_ONLINE, safe_id, topics
+from kiosk.wire import CAMERA_STATES, STATUS_OFFLINE, STATUS_ONLINE, safe_id, topics
+
+ORIGIN = {"name": "kiosk", "sw_version": __version__}
+
+
+def device_identifier(device_id: str) -> str:
+    return f"kiosk_{safe_id(device_id)}"
+
+
+def owner(payload: Any) -> str | None:
+    """The kiosk device a decoded discovery config belongs to (its identifier), or None for
+    anything else (another integration's config, junk)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("device"), dict):
+        return None
+    ids = payload["device"].get("identifiers")
+    ours = [i for i in ids if isinstance(i, str) and i.startswith("kiosk_")] if isinstance(
+        ids, list
+    ) else []  # fmt: skip
+    return ours[0] if len(ours) == 1 else None
 
 
 def discovery_configs(cfg: MqttConfig, device_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -16,7 +40,7 @@ def discovery_configs(cfg: MqttConfig, device_id: str) -> list[tuple[str, dict[s
     t = topics(cfg.prefix, device_id)
     dev = safe_id(device_id)
     device = {
-        "identifiers": [f"kiosk_{dev}"],
+        "identifiers": [device_identifier(device_id)],
         "name": f"Kiosk {device_id}",
         "manufacturer": "kiosk",
         "model": "Store entrance visitor counter",
@@ -28,6 +52,7 @@ def discovery_configs(cfg: MqttConfig, device_id: str) -> list[tuple[str, dict[s
         "payload_available": STATUS_ONLINE,
         "payload_not_available": STATUS_OFFLINE,
         "device": device,
+        "origin": ORIGIN,
         "has_entity_name": True,
     }
     count = {"state_class": "total_increasing", "unit_of_measurement": "visitors"}
@@ -74,6 +99,14 @@ def discovery_configs(cfg: MqttConfig, device_id: str) -> list[tuple[str, dict[s
             "unit_of_measurement": "checks",
         },
         {
+            "key": "unmeasured_checks_today",
+            "name": "Unmeasured checks today",
+            "value_template": "{{ value_json.unmeasured_checks }}",
+            "icon": "mdi:thermometer-off",
+            "state_class": "total_increasing",
+            "unit_of_measurement": "checks",
+        },
+        {
             "key": "last_visit",
             "name": "Last visit",
             "value_template": (
@@ -99,15 +132,45 @@ def discovery_configs(cfg: MqttConfig, device_id: str) -> list[tuple[str, dict[s
             "value_template": "{{ value_json.fps }}",
             "icon": "mdi:speedometer",
         },
+        {
+            "key": "camera",
+            "name": "Camera",
+            "device_class": "enum",
+            "options": list(CAMERA_STATES),
+            "entity_category": "diagnostic",
+            "value_template": "{{ value_json.camera }}",
+            "icon": "mdi:cctv",
+        },
+        {
+            "component": "binary_sensor",
+            "key": "clock",
+            "name": "Clock",
+            "device_class": "problem",  # on: not synchronised, visits are stamped flagged
+            "entity_category": "diagnostic",
+            "value_template": "{{ 'OFF' if value_json.clock_synced else 'ON' }}",
+        },
+        {
+            # Reads `status` itself and has no availability: it shows "disconnected" while
+            # the broker holds kioskd's last will, where the others show "unavailable".
+            "component": "binary_sensor",
+            "key": "mqtt",
+            "name": "MQTT",
+            "device_class": "connectivity",
+            "entity_category": "diagnostic",
+            "state_topic": t["status"],
+            "payload_on": STATUS_ONLINE,
+            "payload_off": STATUS_OFFLINE,
+            "availability_topic": None,
+        },
     ]
     out = []
     for s in sensors:
+        component = s.pop("component", "sensor")
         key = s.pop("key")
         unique_id = safe_id(f"kiosk_{dev}_{key}")
-        out.append(
-            (
-                f"{cfg.discovery_prefix}/sensor/{unique_id}/config",
-                {**common, "unique_id": unique_id, **s},
-            )
-        )
+        config = {k: v for k, v in {**common, "unique_id": unique_id, **s}.items() if v is not None}
+        if config.get("availability_topic") is None:
+            config.pop("payload_available", None)
+            config.pop("payload_not_available", None)
+        out.append((f"{cfg.discovery_prefix}/{component}/{unique_id}/config", config))
     return out

@@ -211,7 +211,18 @@ class CameraSource(Part):
 
     # Supervisor callbacks (the threaded path) ------------------------------------------------
 
+    def _missing_device(self) -> str:
+        """Why a camera device node is not there, said in kiosk's words (OpenCV would print
+        raw warnings on every retry instead)."""
+        target = self.target
+        path = f"/dev/video{target}" if isinstance(target, int) else target
+        if path.startswith("/dev/") and not os.path.exists(path):
+            return f"{path}: no such device (`kioskd cameras` lists the cameras here)"
+        return ""
+
     def _connect(self) -> _Capture:
+        if missing := self._missing_device():
+            raise OSError(missing)
         cap = self._open()
         if cap is None:
             raise OSError("OpenCV cannot open it")
@@ -247,7 +258,9 @@ class CameraSource(Part):
         if outage.cause == "stalled":
             self._set_state("stalled", f"no frame for {outage.silent_s:.1f} s; reopening")
         else:
-            why = "cannot open" if outage.cause == "cannot open" else "stream stopped"
+            why = "stream stopped"
+            if outage.cause == "cannot open":
+                why = f"cannot open: {outage.error}" if outage.error else "cannot open"
             self._set_state("reconnecting", f"{why}; retry in {outage.delay_s:.1f} s")
 
     def _end(self) -> None:

@@ -166,7 +166,7 @@ class MetricsServer(Part):
             from prometheus_client.exposition import ThreadingWSGIServer
         except ImportError as exc:
             raise MetricsUnavailable(
-                "metrics.enabled needs prometheus-client: pip install 'kiosk[metrics]'"
+                "metrics.enabled needs prometheus-client: pip install 'kioskd[metrics]'"
             ) from exc
         host, port = self.requested
 

@@ -18,8 +18,9 @@ in :mod:`kiosk.discovery`, the client in :mod:`kiosk.mqttclient`. Topics, under
             every ``stats_interval_s``, after each visit and on every connect.
 
 Home Assistant discovery configs (retained) go to
-``<discovery_prefix>/sensor/<unique_id>/config`` on every connect and whenever Home Assistant
-announces ``online`` on ``<discovery_prefix>/status``.
+``<discovery_prefix>/<sensor|binary_sensor>/<unique_id>/config`` on every connect and whenever
+Home Assistant announces ``online`` on ``<discovery_prefix>/status``. This device's retained
+configs that it no longer publishes are emptied (Home Assistant then deletes the entity).
 
 Threads: paho's network loop (``loop_start``) runs the callbacks, which only set flags and
 publish tiny messages; the ``kiosk-mqtt`` thread does every database read and write. The
@@ -42,7 +43,7 @@ from kiosk import __version__
 from kiosk.config import MqttConfig
 from kiosk.counters import Counters
 from kiosk.daystats import day_stats
-from kiosk.discovery import discovery_configs
+from kiosk.discovery import device_identifier, discovery_configs, owner
 from kiosk.lifecycle import Part
 from kiosk.limits import LogEvery
 from kiosk.mqttclient import WINDOW, check_files, connect_bounded, make_client, read_password
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 # Stats after visits are coalesced to at most one message per this many seconds.
 STATS_MIN_GAP_S = 0.5
 # Home Assistant announces `online` once per start; a flood of them (a loop, a hostile client)
-# re-sends discovery (18 retained configs) at most this often.
+# re-sends discovery (19 retained configs) at most this often.
 DISCOVERY_MIN_GAP_S = 10.0
 TRIM_INTERVAL_S = 600.0
 MAX_INCOMING_BYTES = 16_384
@@ -104,6 +105,12 @@ class Publisher(Part):
         self.topics = topics(cfg.prefix, device_id)
         self.sender = Sender(timezone=tz.key, software_version=__version__)
         self.ha_status_topic = f"{cfg.discovery_prefix}/status"
+        # Every retained discovery config on the broker is read once per connect; those of
+        # this device that it no longer publishes (a sensor an upgrade dropped) are removed.
+        self.ha_configs_filter = f"{cfg.discovery_prefix}/+/+/config"
+        self._own_configs = {topic for topic, _ in discovery_configs(cfg, device_id)}
+        self._identifier = device_identifier(device_id)
+        self._stale: deque[str] = deque()  # from paho's thread, emptied by the drain thread
         self.where = f"{cfg.host}:{cfg.port}"
         self._password = read_password(cfg) if cfg.enabled else None
         if cfg.enabled:
@@ -234,7 +241,7 @@ class Publisher(Part):
         self._last_problem = ""
         client.publish(self.topics["status"], STATUS_ONLINE, qos=1, retain=True)
         if self.cfg.discovery:
-            client.subscribe(self.ha_status_topic, qos=0)
+            client.subscribe([(self.ha_status_topic, 0), (self.ha_configs_filter, 0)])
         with self._lock:
             self._connected = True
             self._connect_gen += 1
@@ -272,11 +279,30 @@ class Publisher(Part):
         self._wake.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        if msg.payload and mqtt.topic_matches_sub(self.ha_configs_filter, msg.topic):
+            if msg.topic not in self._own_configs and self._owned(msg.payload):
+                self._stale.append(msg.topic)
+                self._wake.set()
+            return
         if msg.topic == self.ha_status_topic and msg.payload.strip().lower() == b"online":
             self._ha_online("mqtt: Home Assistant is online; re-sending discovery")
             self._ha_discovery_due = True
             self._stats_due = True
             self._wake.set()
+
+    def _owned(self, payload: bytes | bytearray) -> bool:
+        try:
+            return owner(json.loads(payload)) == self._identifier
+        except (ValueError, RecursionError):
+            return False  # not JSON: someone else's
+
+    def _remove_stale(self) -> None:
+        """Empty retained payloads: Home Assistant deletes the entity, the broker the config."""
+        assert self.client is not None
+        while self._stale:
+            topic = self._stale.popleft()
+            self.client.publish(topic, b"", qos=1, retain=True)
+            log.info("mqtt: removed the stale Home Assistant entity %s", topic)
 
     def _problem(self, what: str) -> None:
         """Log a connection problem clearly once, then at most every WARN_EVERY_S."""
@@ -364,6 +390,7 @@ class Publisher(Part):
                 self._last_ha_discovery = now
             self._discovery_due = self._ha_discovery_due = False
             self._publish_discovery()
+        self._remove_stale()
         if (self._stats_due and now - self._last_stats >= STATS_MIN_GAP_S) or (
             now - self._last_stats >= self.cfg.stats_interval_s
         ):

@@ -1,8 +1,10 @@
 """kiosk-report: the store manager's files, in the store's local time.
 
-Subcommands: ``daily`` and ``range`` (visitors per age group x gender per day or local hour,
-then the failed and unmeasured temperature checks), ``export`` (one row per visit),
-``chart`` (a PNG bar chart of a day; needs the optional ``chart`` extra) and ``purge``
+Subcommands: ``daily`` and ``range`` (one row per local day or hour: visitors, by gender, by
+age group and by both, then the failed and unmeasured temperature checks, which are not
+visitors; a last ``total`` row), ``export`` (one row per visit),
+``chart`` (a PNG bar chart of a day; needs the optional ``chart`` extra), ``nightly`` (the
+timer's: a day's files into ``report.folder`` and by e-mail, kiosk/deliver.py) and ``purge``
 (retention). Reports open the database read-only, so they run beside a writing daemon (WAL).
 
 Exit codes: 0 ok, 2 bad input (arguments, config, timezone, database), 1 anything else.
@@ -29,10 +31,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
-from kiosk.config import MAX_RETENTION_DAYS, ConfigError, load_config
-from kiosk.days import day_bucket, days_between, days_bounds, hour_buckets
-from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.config import MAX_RETENTION_DAYS, ConfigError, ReportConfig, load_config
+from kiosk.days import days_between, days_bounds
+from kiosk.labels import AGE_GROUPS, AGE_SPANS, GENDERS
 from kiosk.logsetup import redact_url
+from kiosk.periods import PeriodCounts, add_up, count_periods
 from kiosk.retention import apply_retention, retention_cutoff
 from kiosk.store import Store, StoreError, sqlite_path, url_problem
 from kiosk.visit import Visit
@@ -40,18 +43,26 @@ from kiosk.visit import Visit
 EXIT_OK = 0
 EXIT_INPUT = 2
 
-# Check statuses in report order, with the label that stands in the age_group column.
-CHECK_ROWS: tuple[tuple[str, str], ...] = (
-    ("fail", "failed_check"),
-    ("unmeasured", "unmeasured_check"),
+# One row per period; the last row (date "total") sums the others. Local times are written
+# "YYYY-MM-DD HH:MM:SS", which spreadsheets read as a date-time, with the UTC offset beside it.
+PERIOD_COLUMNS: tuple[str, ...] = (
+    "date",
+    "start",
+    "utc_offset",
+    "visitors",
+    *GENDERS,
+    *(f"age_{a}" for a in AGE_GROUPS),
+    *(f"{g}_{a}" for g in GENDERS for a in AGE_GROUPS),
+    "failed_checks",
+    "unmeasured_checks",
 )
-COUNT_COLUMNS = ("date", "age_group", "gender", "visitors")
-HOUR_COLUMNS = ("date", "hour", "age_group", "gender", "visitors")
+TOTAL = "total"
 EXPORT_COLUMNS = (
     "id",
     "device_id",
     "started_at_utc",
     "started_at_local",
+    "utc_offset",
     "ended_at_utc",
     "age_group",
     "age_confidence",
@@ -79,16 +90,6 @@ class InputError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class CountRow:
-    day: date
-    hour: str | None
-    age_group: str  # an Adience group, or a CHECK_ROWS label
-    gender: str | None  # None on check rows
-    visitors: int
-    device_id: str | None = None  # a central report's per-device block
-
-
-@dataclass(frozen=True, slots=True)
 class Source:
     """Where to read and how to render: from --config and/or --db/--tz/--device."""
 
@@ -96,49 +97,40 @@ class Source:
     tz: ZoneInfo | None  # None only for the central database: each device's own zone
     device_id: str | None
     retention_days: int | None
+    report: ReportConfig | None = None  # the config's report section (nightly)
+    report_folder: Path | None = None
     site: str | None = None  # central database: devices whose id starts with this
-
-
-def count_rows(
-    store: Store, days: Iterable[date], tz: ZoneInfo, by: str = "day", device_id: str | None = None
-) -> Iterator[CountRow]:
-    """Every (period, age group, gender) row, zeros included, then the check rows; the
-    same shape every day so files line up in a spreadsheet."""
-    for day in days:
-        buckets = hour_buckets(day, tz) if by == "hour" else [day_bucket(day, tz)]
-        edges = [b.start for b in buckets] + [buckets[-1].end]
-        visits = store.visit_counts_binned(edges, device_id)
-        checks = store.check_counts_binned(edges, device_id)
-        unknown = sum(visits.values()) - sum(
-            n for (_, age, gender), n in visits.items() if age in AGE_GROUPS and gender in GENDERS
-        )
-        if unknown:
-            print(f"kiosk-report: {day}: {unknown} visits with unknown labels", file=sys.stderr)
-        for i, b in enumerate(buckets):
-            for age in AGE_GROUPS:
-                for gender in GENDERS:
-                    yield CountRow(day, b.hour, age, gender, visits.get((i, age, gender), 0))
-            for status, label in CHECK_ROWS:
-                yield CountRow(day, b.hour, label, None, checks.get((i, status), 0))
 
 
 # ---- rendering -------------------------------------------------------------------------
 
 
-def count_records(
-    rows: Iterable[CountRow], by: str, per_device: bool = False
-) -> tuple[tuple[str, ...], Records]:
-    columns = HOUR_COLUMNS if by == "hour" else COUNT_COLUMNS
-    if per_device:
-        columns = ("device_id", *columns)
+def local_text(t: datetime, tz: ZoneInfo) -> tuple[str, str]:
+    """("2026-03-29 03:00:00", "UTC+02:00"): a local date-time that spreadsheets read, and its
+    offset (text that cannot start with a formula's "+" or "-")."""
+    local = t.astimezone(tz)
+    return local.strftime("%Y-%m-%d %H:%M:%S"), "UTC" + local.isoformat()[-6:]
 
-    def records() -> Records:
-        for r in rows:
-            head = (r.day.isoformat(), r.hour) if by == "hour" else (r.day.isoformat(),)
-            dev = (r.device_id,) if per_device else ()
-            yield (*dev, *head, r.age_group, r.gender, r.visitors)
 
-    return columns, records()
+def period_numbers(p: PeriodCounts) -> tuple[int, ...]:
+    return (
+        p.total,
+        *(p.by_gender(g) for g in GENDERS),
+        *(p.by_age(a) for a in AGE_GROUPS),
+        *(p.visitors[(a, g)] for g in GENDERS for a in AGE_GROUPS),
+        p.checks["fail"],
+        p.checks["unmeasured"],
+    )
+
+
+def period_records(periods: Iterable[PeriodCounts], tz: ZoneInfo) -> Records:
+    """One row per period, then the `total` row."""
+    total: PeriodCounts | None = None
+    for p in periods:
+        total = p if total is None else add_up([total, p], p.bucket)
+        yield (p.bucket.day.isoformat(), *local_text(p.bucket.start, tz), *period_numbers(p))
+    if total is not None:
+        yield (TOTAL, None, None, *period_numbers(total))
 
 
 def _utc_text(t: datetime) -> str:
@@ -165,7 +157,7 @@ def export_row(v: Visit, tz: ZoneInfo, temperature: bool) -> tuple:
         v.id,
         v.device_id,
         _utc_text(v.started_at),
-        v.started_at.astimezone(tz).isoformat(timespec="seconds"),
+        *local_text(v.started_at, tz),
         _utc_text(v.ended_at),
         v.age_group,
         round(v.age_confidence, 4),
@@ -263,30 +255,33 @@ def _replaced(target: Path, mode: int | None, binary: bool) -> Iterator[IO]:
         raise
 
 
-def render_chart(rows: list[CountRow], day: date, device_id: str | None, out: IO) -> None:
+def render_chart(day: PeriodCounts, device_id: str | None, out: IO) -> None:
     """A PNG bar chart: age groups on the x axis, female and male bars side by side."""
     try:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise InputError(
-            "chart needs matplotlib, the optional 'chart' extra: pip install 'kiosk[chart]'"
+            "chart needs matplotlib, the optional 'chart' extra: pip install 'kioskd[chart]'"
         ) from None
-    counts = {(r.age_group, r.gender): r.visitors for r in rows}
-    checks = {r.age_group: r.visitors for r in rows if r.gender is None}
     fig = Figure(figsize=(8, 4.5), dpi=100)
     ax = fig.subplots()
     x = range(len(AGE_GROUPS))
     width = 0.4
     for k, (gender, colour) in enumerate(zip(GENDERS, ("#c2185b", "#1565c0"), strict=True)):
-        values = [counts[(age, gender)] for age in AGE_GROUPS]
+        values = [day.visitors[(age, gender)] for age in AGE_GROUPS]
         bars = ax.bar([i + (k - 0.5) * width for i in x], values, width, label=gender, color=colour)
         ax.bar_label(bars, fontsize=8)
-    ax.set_xticks(list(x), AGE_GROUPS)
-    ax.set_xlabel("age group (years)")
+    ax.set_xticks(list(x), [f"{a}\n({s})" for a, s in zip(AGE_GROUPS, AGE_SPANS, strict=True)])
+    ax.set_xlabel("age group (years), and the ages it counts")
     ax.set_ylabel("visitors")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     where = f" · {device_id}" if device_id else ""
-    ax.set_title(f"Visitors on {day.isoformat()}{where}")
-    notes = ", ".join(f"{label.replace('_', ' ')}s: {n}" for label, n in checks.items())
+    ax.set_title(f"Visitors on {day.bucket.day.isoformat()}{where}: {day.total}")
+    notes = (
+        f"temperature checks (not visitors): failed {day.checks['fail']}, "
+        f"unmeasured {day.checks['unmeasured']}"
+    )
     fig.text(0.01, 0.01, notes, fontsize=8, color="#555555")
     ax.legend()
     ax.margins(y=0.15)
@@ -347,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     by.add_argument(
         "--per-device",
         action="store_true",
-        help="central database: a block of rows per device (a device_id column)",
+        help="central database: the rows of each device (a device_id column)",
     )
 
     p = argparse.ArgumentParser(prog="kiosk-report", description=(__doc__ or "").split("\n\n")[0])
@@ -363,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", action="store_true", help="add temperature_c (health data)")
     c = sub.add_parser("chart", parents=[common], help="PNG bar chart of a day (matplotlib)")
     c.add_argument("--date", type=parse_day, help="YYYY-MM-DD, local (default: yesterday)")
+    n = sub.add_parser(
+        "nightly",
+        parents=[common],
+        help="yesterday's CSV, chart and summary into report.folder, e-mailed to report.email",
+    )
+    n.add_argument("--date", type=parse_day, help="YYYY-MM-DD, local (default: yesterday)")
     g = sub.add_parser("purge", parents=[common], help="delete old visits and checks")
     g.add_argument(
         "--older-than",
@@ -387,7 +388,7 @@ def resolve_source(args: argparse.Namespace) -> Source:
     if "://" not in url:
         url = f"sqlite:///{Path(url).resolve()}"
     zone = args.tz or (cfg.timezone if cfg else None)
-    tz = None
+    tz = None  # the central database can do without: each device's own zone
     if zone:
         try:
             tz = ZoneInfo(zone)
@@ -397,7 +398,11 @@ def resolve_source(args: argparse.Namespace) -> Source:
             ) from None
     wide = args.all_devices or args.site
     device = None if wide else (args.device or (cfg.device_id if cfg else None))
-    return Source(url, tz, device, cfg.store.retention_days if cfg else None, args.site)
+    if cfg is None:
+        return Source(url, tz, device, None, site=args.site)
+    return Source(
+        url, tz, device, cfg.store.retention_days, cfg.report, cfg.report_folder, args.site
+    )
 
 
 def central(url: str) -> bool:
@@ -447,7 +452,7 @@ def yesterday(tz: ZoneInfo | None) -> date:
 
 def period(args: argparse.Namespace, tz: ZoneInfo | None) -> tuple[date, date]:
     """The first and last local day a subcommand covers (--date, or --from and --to)."""
-    if args.command in ("daily", "chart"):
+    if args.command in ("daily", "chart", "nightly"):
         day = args.date or yesterday(tz)
         return day, day
     first, last = args.first, args.last
@@ -493,6 +498,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--db needs --tz ZONE, the store's timezone (e.g. Europe/Berlin)")
     if args.site or getattr(args, "per_device", False):
         raise InputError("--site and --per-device need the central database (kiosk-collect)")
+    return run_store(args, source, source.tz)
+
+
+def run_store(args: argparse.Namespace, source: Source, tz: ZoneInfo) -> int:
+    """A subcommand on one kiosk's own database."""
     if args.command == "purge":
         days = args.older_than or source.retention_days
         if days is None:
@@ -502,11 +512,11 @@ def run(args: argparse.Namespace) -> int:
         store = open_store(source.url, read_only=args.dry_run)
         try:
             visits, checks = apply_retention(
-                store, days, source.tz, device_id=source.device_id, dry_run=args.dry_run
+                store, days, tz, device_id=source.device_id, dry_run=args.dry_run
             )
         finally:
             store.close()
-        cutoff = retention_cutoff(days, source.tz).astimezone(source.tz)
+        cutoff = retention_cutoff(days, tz).astimezone(tz)
         verb = "would purge" if args.dry_run else "purged"
         devices = f"device {source.device_id}" if source.device_id else "all devices"
         print(
@@ -516,29 +526,39 @@ def run(args: argparse.Namespace) -> int:
 
     store = open_store(source.url)
     try:
-        first, last = period(args, source.tz)
+        first, last = period(args, tz)
+        if args.command == "nightly":
+            return run_nightly(store, source, tz, first)
         if args.command == "chart":
-            rows = list(count_rows(store, [first], source.tz, "day", source.device_id))
+            (counts,) = count_periods(store, [first], tz, "day", source.device_id)
             with open_output(out_path(args.out, first, first), binary=True) as out:
-                render_chart(rows, first, source.device_id, out)
+                render_chart(counts, source.device_id, out)
             return EXIT_OK
         if args.command == "export":
-            start, end = days_bounds(first, last, source.tz)
+            start, end = days_bounds(first, last, tz)
             in_period = store.iter_visits(start, end, source.device_id)
-            columns, records = export_records(in_period, source.tz, args.temperature)
+            columns, records = export_records(in_period, tz, args.temperature)
         else:
-            periods = count_rows(
-                store, days_between(first, last), source.tz, args.by, source.device_id
-            )
-            columns, records = count_records(periods, args.by)
+            periods = count_periods(store, days_between(first, last), tz, args.by, source.device_id)
+            columns, records = PERIOD_COLUMNS, period_records(periods, tz)
         # closing: a reader that leaves early (`| head`) must not leave a query open behind
         # the store's close, to fail later at garbage collection.
         with closing(records), open_output(out_path(args.out, first, last)) as out:
             write_table(out, columns, records, args.format)
-        warn_unsynced(store, first, last, source.tz, source.device_id)
+        warn_unsynced(store, first, last, tz, source.device_id)
         return EXIT_OK
     finally:
         store.close()
+
+
+def run_nightly(store: Store, source: Source, tz: ZoneInfo, day: date) -> int:
+    from kiosk.deliver import nightly
+
+    if source.report is None or source.report_folder is None:
+        raise InputError("nightly needs --config (its report section says where files go)")
+    code = nightly(store, day, tz, source.device_id, source.report, source.report_folder)
+    warn_unsynced(store, day, day, tz, source.device_id)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,12 @@
 """kiosk-report on the central database (kiosk-collect's PostgreSQL): the same files as on a
 kiosk, for one device (``--device``), a site (``--site``, a device-id prefix) or all, summed
-or with a row block per device (``--per-device``).
+or with the rows of each device (``--per-device``).
 
-Each visit and check is binned in its own kiosk's time zone (the one sent with it), so
-"2026-06-10" is every device's own local day; ``--tz`` renders everything in one zone
-instead. Queries: kiosk/centraldb/query.py.
+Each visit and check is counted in its own kiosk's time zone (the one sent with it), so
+"2026-06-10" is every device's own local day and "09:00" every store's own nine o'clock;
+``--tz`` renders everything in one zone instead. A summed row whose devices sit in
+different UTC offsets says ``local`` in its ``utc_offset`` column. Queries:
+kiosk/centraldb/query.py.
 """
 
 from __future__ import annotations
@@ -12,24 +14,27 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Iterator
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 from kiosk.centraldb.query import CentralDB, Selection
 from kiosk.days import day_bucket, days_between, days_bounds, hour_buckets
-from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.labels import AGE_GROUPS, CHECK_STATUSES, GENDERS
+from kiosk.periods import PeriodCounts, add_up
 from kiosk.report import (
-    CHECK_ROWS,
     EXPORT_COLUMNS,
-    CountRow,
+    PERIOD_COLUMNS,
+    TOTAL,
     InputError,
     Records,
     Source,
-    count_records,
     export_row,
+    local_text,
     open_output,
     out_path,
     period,
+    period_numbers,
     render_chart,
     write_table,
 )
@@ -38,42 +43,66 @@ UTC_ZONE = ZoneInfo("UTC")
 # UTC offsets run from -12 h to +14 h: a local day's rows in any zone lie within these
 # margins around the UTC day.
 _BEFORE, _AFTER = timedelta(hours=14), timedelta(hours=12)
+MIXED = "local"  # the utc_offset of a summed row whose devices' offsets differ
 
 
-def central_count_rows(
+@dataclass(frozen=True, slots=True)
+class CentralPeriod:
+    """One local period of one device (or of all, device None), as a report row shows it."""
+
+    device_id: str | None
+    start: str  # local "YYYY-MM-DD HH:MM:SS"
+    utc_offset: str  # "UTC+02:00", or MIXED
+    counts: PeriodCounts
+
+
+def central_periods(
     db: CentralDB,
     days: Iterable[date],
     by: str,
     sel: Selection,
     tz: ZoneInfo | None,
     per_device: bool,
-) -> Iterator[CountRow]:
-    """Every (device or all, period, age group, gender) row, zeros included, then the check
-    rows; the devices of a per-device report are every registered one in the selection."""
-    listed = [d.device_id for d in db.devices(sel)] if per_device else [None]
+) -> Iterator[CentralPeriod]:
+    """Each day's periods, zeros included; the devices of a per-device report are every
+    registered one in the selection. A summed report adds up the same local period of every
+    zone."""
+    listed: list[str | None] = [None]
+    if per_device:
+        listed = [d.device_id for d in db.devices(sel)]
     for day in days:
         lo, hi = days_bounds(day, day, UTC_ZONE)
         zones = [tz.key] if tz else db.zones(lo - _BEFORE, hi + _AFTER, sel) or ["UTC"]
-        for zone in zones:
-            z = ZoneInfo(zone)
-            buckets = hour_buckets(day, z) if by == "hour" else [day_bucket(day, z)]
-            edges = [b.start for b in buckets] + [buckets[-1].end]
-            only = None if tz else zone
-            vc = _fold(db.visit_counts(edges, sel, only), per_device)
-            cc = _fold(db.check_counts(edges, sel, only), per_device)
-            for dev in listed:
-                for i, b in enumerate(buckets):
-                    for age in AGE_GROUPS:
-                        for gender in GENDERS:
-                            n = vc.get((dev, i, age, gender), 0)
-                            yield CountRow(day, b.hour, age, gender, n, dev)
-                    for status, label in CHECK_ROWS:
-                        yield CountRow(day, b.hour, label, None, cc.get((dev, i, status), 0), dev)
+        rows = [p for zone in zones for p in _zone_periods(db, day, by, sel, zone, tz, listed)]
+        yield from _merged(rows)
 
 
-def _fold(counts: dict, per_device: bool) -> dict:
-    """Counts keyed by device, or summed over devices (key None) for a summed report."""
-    if per_device:
+def _zone_periods(
+    db: CentralDB,
+    day: date,
+    by: str,
+    sel: Selection,
+    zone: str,
+    tz: ZoneInfo | None,
+    listed: list[str | None],
+) -> Iterator[CentralPeriod]:
+    z = ZoneInfo(zone)
+    buckets = hour_buckets(day, z) if by == "hour" else [day_bucket(day, z)]
+    edges = [b.start for b in buckets] + [buckets[-1].end]
+    only = None if tz else zone  # with --tz every row, else the rows sent with this zone
+    summed = listed == [None]
+    vc = _fold(db.visit_counts(edges, sel, only), summed)
+    cc = _fold(db.check_counts(edges, sel, only), summed)
+    for dev in listed:
+        for i, b in enumerate(buckets):
+            visitors = {(a, g): vc.get((dev, i, a, g), 0) for a in AGE_GROUPS for g in GENDERS}
+            checks = {s: cc.get((dev, i, s), 0) for s in CHECK_STATUSES}
+            yield CentralPeriod(dev, *local_text(b.start, z), PeriodCounts(b, visitors, checks))
+
+
+def _fold(counts: dict, summed: bool) -> dict:
+    """Counts keyed by device, or added up over devices (key None) for a summed report."""
+    if not summed:
         return counts
     out: dict = {}
     for key, n in counts.items():
@@ -82,14 +111,32 @@ def _fold(counts: dict, per_device: bool) -> dict:
     return out
 
 
-def summed(rows: Iterable[CountRow]) -> list[CountRow]:
-    """Rows with the same period and label added up (several zones, one summed report)."""
-    acc: dict[tuple, CountRow] = {}
+def _merged(rows: Iterable[CentralPeriod]) -> list[CentralPeriod]:
+    """The periods with the same device and local start added up, in their first order."""
+    acc: dict[tuple[str | None, str], CentralPeriod] = {}
     for r in rows:
-        key = (r.day, r.hour, r.age_group, r.gender, r.device_id)
+        key = (r.device_id, r.start)
         old = acc.get(key)
-        acc[key] = r if old is None else CountRow(*key[:4], old.visitors + r.visitors, r.device_id)
+        if old is None:
+            acc[key] = r
+            continue
+        offset = old.utc_offset if old.utc_offset == r.utc_offset else MIXED
+        both = add_up([old.counts, r.counts], old.counts.bucket)
+        acc[key] = CentralPeriod(r.device_id, r.start, offset, both)
     return list(acc.values())
+
+
+def central_records(periods: Iterable[CentralPeriod], per_device: bool) -> Records:
+    """One row per period (after a device_id column when per device), then `total`."""
+    total: PeriodCounts | None = None
+    for p in periods:
+        c = p.counts
+        total = c if total is None else add_up([total, c], c.bucket)
+        head = (p.device_id,) if per_device else ()
+        yield (*head, c.bucket.day.isoformat(), p.start, p.utc_offset, *period_numbers(c))
+    if total is not None:
+        head = (None,) if per_device else ()
+        yield (*head, TOTAL, None, None, *period_numbers(total))
 
 
 def export_records(
@@ -112,25 +159,27 @@ def export_records(
 
 def run_central(args: argparse.Namespace, source: Source) -> int:
     sel = Selection(source.device_id, source.site)
-    if args.command == "purge":
+    if args.command in ("purge", "nightly"):
         raise InputError(
-            "the central database is purged by kiosk-collect (its retention.* settings)"
+            f"{args.command} is for one kiosk's database; the central database's retention is "
+            "kiosk-collect's (retention.*)"
         )
     db = CentralDB(source.url)
     try:
         first, last = period(args, source.tz)
         if args.command == "chart":
-            day = summed(central_count_rows(db, [first], "day", sel, source.tz, False))
+            day = [p.counts for p in central_periods(db, [first], "day", sel, source.tz, False)]
+            counts = add_up(day, day_bucket(first, source.tz or UTC_ZONE))
             with open_output(out_path(args.out, first, first), binary=True) as out:
-                render_chart(day, first, sel.label(), out)
+                render_chart(counts, sel.label(), out)
             return 0
         if args.command == "export":
             columns, records = export_records(db, first, last, sel, source.tz, args.temperature)
         else:
-            rows = central_count_rows(
-                db, days_between(first, last), args.by, sel, source.tz, args.per_device
-            )
-            columns, records = count_records(summed(rows), args.by, args.per_device)
+            days = days_between(first, last)
+            periods = central_periods(db, days, args.by, sel, source.tz, args.per_device)
+            columns = (("device_id",) if args.per_device else ()) + PERIOD_COLUMNS
+            records = central_records(periods, args.per_device)
         with closing(records), open_output(out_path(args.out, first, last)) as out:
             write_table(out, columns, records, args.format)
         return 0

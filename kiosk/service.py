@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -19,9 +20,9 @@ from kiosk.classify import Classifier
 from kiosk.clock import ClockTrust
 from kiosk.config import EX_CONFIG, Config, ConfigError, load_config
 from kiosk.counters import Counters
-from kiosk.days import today
+from kiosk.days import local_day, today
 from kiosk.focus import FocusedDetector
-from kiosk.frames import CameraSource
+from kiosk.frames import CameraSource, is_live, resolve_source
 from kiosk.gate import build_gate
 from kiosk.logsetup import add_url_secret, redact_url, scrub, setup_logging, under_journald
 from kiosk.metrics import MetricsServer, MetricsUnavailable
@@ -40,6 +41,14 @@ STATUS_INTERVAL_S = 5.0
 RETENTION_INTERVAL_S = 24 * 3600.0
 # Beside the database: records it would not take at the last exit (kiosk/spill.py).
 SPILL_NAME = "kiosk-unstored.jsonl"
+
+
+def clock_mode(cfg: Config) -> str:
+    """clock.trust, except that `auto` trusts a replayed file: its times are the replay's,
+    so there is nothing to flag, restamp or hold back from MQTT (the demo)."""
+    if cfg.clock.trust == "auto" and not is_live(resolve_source(cfg.camera.source)):
+        return "always"
+    return cfg.clock.trust
 
 
 class Daemon:
@@ -65,7 +74,7 @@ class Daemon:
         self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.store, cfg.tz, self.counters)
         # Disk full / untrusted clock: see kiosk/recorder.py.
         self.recorder = Recorder(
-            self.store, self.counters, ClockTrust(cfg.clock.trust), cfg.mqtt.enabled,
+            self.store, self.counters, ClockTrust(clock_mode(cfg)), cfg.mqtt.enabled,
             on_visit=self._visit_committed,
             spill_path=(self.store.path.parent if self.store.path else cfg.state_path) / SPILL_NAME,
             on_check=lambda _check: self.publisher.wake(),  # publish it now, not at the next poll
@@ -139,7 +148,8 @@ class Daemon:
         self.counters.last_visit_at = visit.ended_at
         self.publisher.wake()
         log.info(
-            "visit %s committed: %s %s (%.0f%% / %.0f%%), %d frames, %.1f s, temperature %s",
+            "visit %s committed: %s %s (confidence: gender %.0f%%, age group %.0f%%), %d frames, "
+            "%.1f s, temperature %s",
             visit.id, visit.gender, visit.age_group, visit.gender_confidence * 100,
             visit.age_confidence * 100, visit.frames,
             (visit.ended_at - visit.started_at).total_seconds(), visit.temperature_status,
@@ -213,6 +223,7 @@ class Daemon:
                 else:
                     self.pipeline.tick(now, datetime.now(UTC))
                 self.recorder.poll(now)
+                self._track_health()
                 if self.hangup_pending and self.config_reloads():
                     self.restart_requested = True
                     break
@@ -231,7 +242,27 @@ class Daemon:
                     break
         finally:
             self.close()
+        if self.source.ended:  # a file was replayed (the demo): say what to do with it
+            log.info("%s", self.next_steps())
         return 0
+
+    def next_steps(self) -> str:
+        """The line a first run ends with: the report command that shows these visits."""
+        day = local_day(datetime.now(UTC), self.cfg.tz)
+        config = shlex.quote(self.config_path or "CONFIG")
+        where = self.store.path or redact_url(self.cfg.database_url)
+        return (
+            f"next: kiosk-report daily --config {config} --date {day.isoformat()}; the visits "
+            f"are in {where}; for a camera at a door: kioskd cameras, then kioskd setup"
+        )
+
+    def _track_health(self) -> None:
+        """Camera state and clock trust for the stats (Home Assistant shows both): sent soon
+        after either changes."""
+        c, state, synced = self.counters, self.source.state, self.recorder.clock_synced
+        if (state, synced) != (c.camera_state, c.clock_synced):
+            c.camera_state, c.clock_synced = state, synced
+            self.publisher.wake()
 
     def config_reloads(self) -> bool:
         """SIGHUP: restart only into a config that loads; a broken edit keeps this run."""
@@ -246,7 +277,12 @@ class Daemon:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="kioskd", description="kiosk store-entrance daemon")
+    ap = argparse.ArgumentParser(
+        prog="kioskd",
+        description="kiosk store-entrance daemon. First time at a door: `kioskd cameras` lists "
+        "the cameras, `kioskd setup` writes the config. `kioskd forget DEVICE_ID --config "
+        "FILE` removes a device id that is gone from MQTT and Home Assistant.",
+    )
     ap.add_argument("--config", required=True, help="YAML config file")
     ap.add_argument("--check-config", action="store_true", help="validate the config and exit")
     ap.add_argument("--max-frames", type=int, help="stop after this many frames")
@@ -256,6 +292,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["setup"], ["cameras"]):
+        from kiosk.setup import main as setup_main  # no models or database to load for these
+
+        return setup_main(argv)
+    if argv[:1] == ["forget"]:
+        from kiosk.forget import main as forget_main
+
+        return forget_main(argv[1:])
     # Until the daemon's handlers are in place (models, database, camera take seconds), a
     # reload or a stray USR2 must not kill it; they are handled from READY on.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

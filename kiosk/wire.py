@@ -31,6 +31,10 @@ from kiosk.visit import Check, Visit
 # Topic levels under <prefix>/<device_id>/.
 KINDS: tuple[str, ...] = ("status", "visit", "check", "stats")
 STATUS_ONLINE, STATUS_OFFLINE = "online", "offline"
+# The states a camera source reports (kiosk/frames.py), in the stats and in Home Assistant.
+CAMERA_STATES: tuple[str, ...] = (
+    "closed", "connecting", "streaming", "reconnecting", "stalled", "ended",
+)  # fmt: skip
 # A visit or check is a few hundred bytes and stats under 1 kB; anything far larger is hostile.
 MAX_PAYLOAD_BYTES = 16_384
 _MAX_TEXT = 64  # ids, device ids, model versions: the store's column width
@@ -173,6 +177,8 @@ class Stats:
     uptime_s: int | None
     updated_at: datetime
     outbox_pending: int | None = None
+    camera: str | None = None  # the camera source's state: streaming, reconnecting, ...
+    clock_synced: bool | None = None  # whether the wall clock is trusted yet
 
 
 def stats_payload(stats: Stats) -> dict[str, Any]:
@@ -198,6 +204,10 @@ def stats_payload(stats: Stats) -> dict[str, Any]:
     }
     if stats.outbox_pending is not None:
         p["outbox_pending"] = stats.outbox_pending
+    if stats.camera is not None:
+        p["camera"] = stats.camera
+    if stats.clock_synced is not None:
+        p["clock_synced"] = stats.clock_synced
     return p
 
 
@@ -396,4 +406,6 @@ def parse_stats(payload: bytes | str) -> Stats:
         uptime_s=f.optional(f.count, "uptime_s"),
         updated_at=f.time("updated_at"),
         outbox_pending=f.optional(f.count, "outbox_pending"),
+        camera=f.optional(f.text, "camera", CAMERA_STATES),
+        clock_synced=f.optional(f.flag, "clock_synced", True),
     )

@@ -284,39 +284,45 @@ def test_report_on_the_central_database_by_device_site_and_all(pg, capsys, tmp_p
     _central_with(url, events)
     db = url.render_as_string(hide_password=False)
 
-    code, out, err = _report(capsys, "daily", "--db", db, "--all-devices", "--date", "2026-06-10")
+    code, out, err = _report(capsys, "daily", "--db", db, "--all-devices", "--date",
+                             "2026-06-10", "--format", "json")  # fmt: skip
     assert code == 0, err
-    rows = {tuple(r.split(",")[1:3]): int(r.split(",")[3]) for r in out.splitlines()[1:]}
-    assert rows[("25-32", "female")] == 3 and rows[("60-100", "male")] == 1
-    assert rows[("failed_check", "")] == 1 and sum(rows.values()) == 5
+    day, total = json.loads(out)
+    assert day["date"] == "2026-06-10" and total["date"] == "total"
+    assert day["utc_offset"] == "local"  # Berlin and Tokyo summed, each in its own day
+    assert day["visitors"] == 4 and day["female_25-32"] == 3 and day["male_60-100"] == 1
+    assert day["failed_checks"] == 1 and total["visitors"] == 4
 
     code, out, err = _report(capsys, "daily", "--db", db, "--site", "berlin-", "--per-device",
-                             "--date", "2026-06-10")  # fmt: skip
+                             "--date", "2026-06-10", "--format", "json")  # fmt: skip
     assert code == 0, err
-    lines = out.splitlines()
-    assert lines[0] == "device_id,date,age_group,gender,visitors"
-    per = {}
-    for line in lines[1:]:
-        dev, _, age, gender, n = line.split(",")
-        per[(dev, age, gender)] = int(n)
-    assert {d for d, _, _ in per} == {"berlin-door-1", "berlin-door-2"}
-    assert per[("berlin-door-1", "25-32", "female")] == 2
-    assert per[("berlin-door-2", "60-100", "male")] == 1
-    assert per[("berlin-door-2", "failed_check", "")] == 1
+    rows = json.loads(out)
+    per = {r["device_id"]: r for r in rows[:-1]}
+    assert set(per) == {"berlin-door-1", "berlin-door-2"}
+    assert per["berlin-door-1"]["female_25-32"] == 2 and per["berlin-door-1"]["visitors"] == 2
+    assert per["berlin-door-2"]["male_60-100"] == 1 and per["berlin-door-2"]["failed_checks"] == 1
+    assert per["berlin-door-1"]["utc_offset"] == "UTC+02:00"
+    assert rows[-1]["date"] == "total" and rows[-1]["visitors"] == 3
 
     code, out, err = _report(capsys, "range", "--db", db, "--device", "tokyo-door-1", "--from",
                              "2026-06-10", "--to", "2026-06-11", "--format", "json")  # fmt: skip
     assert code == 0, err
-    got = {(r["date"], r["age_group"], r["gender"]): r["visitors"] for r in json.loads(out)}
-    assert got[("2026-06-10", "25-32", "female")] == 1
-    assert got[("2026-06-11", "25-32", "female")] == 1
+    got = {r["date"]: r["visitors"] for r in json.loads(out)}
+    assert got == {"2026-06-10": 1, "2026-06-11": 1, "total": 2}
+
+    code, out, err = _report(capsys, "daily", "--db", db, "--device", "berlin-door-1", "--by",
+                             "hour", "--date", "2026-06-10", "--format", "json")  # fmt: skip
+    assert code == 0, err
+    hours = {r["start"]: r["visitors"] for r in json.loads(out)[:-1]}
+    assert len(hours) == 24 and hours["2026-06-10 01:00:00"] == 1
+    assert hours["2026-06-10 12:00:00"] == 1 and sum(hours.values()) == 2
 
     code, out, err = _report(capsys, "export", "--db", db, "--all-devices",
                              "--from", "2026-06-10", "--to", "2026-06-10")  # fmt: skip
     assert code == 0, err
     exported = out.splitlines()[1:]
     assert len(exported) == 4  # the visits of 10 June, each in its own kiosk's day
-    assert any("2026-06-10T01:30:00+02:00" in r for r in exported)  # Berlin's own local time
+    assert any("2026-06-10 01:30:00,UTC+02:00" in r for r in exported)  # Berlin's local time
 
     png = tmp_path / "chart.png"
     code, _, err = _report(capsys, "chart", "--db", db, "--site", "berlin-", "--date",

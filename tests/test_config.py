@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -65,6 +66,13 @@ def test_file_problems(tmp_path):
     bomb.write_text('a: &a ["x","x"]\nb: &b [*a,*a]\nc: [*b,*b]\n')
     with pytest.raises(ConfigError, match="aliases are not allowed"):
         load_config(bomb)
+    # Past libyaml's own limit (1000 levels in PyYAML 6.0.4's), so kiosk's guard must speak
+    # first whichever PyYAML is installed.
+    for open_, close in ("[]", "{}"):
+        deep = tmp_path / "deep.yaml"
+        deep.write_text(f"camera: {open_ * 2000}{close * 2000}\n")
+        with pytest.raises(ConfigError, match="nested deeper than 16 levels"):
+            load_config(deep)
     broken = tmp_path / "broken.yaml"
     broken.write_text("camera: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML at line"):
@@ -92,3 +100,19 @@ def test_kioskd_exits_78_naming_the_key(tmp_path):
     assert r.returncode == EX_CONFIG and "mqtt.hostname: unknown key" in r.stderr
     r = _kioskd("--check-config", "--config", str(EXAMPLE))
     assert r.returncode == 0, r.stderr
+
+
+def test_time_zones_work_without_the_os_database(tmp_path):
+    """Minimal and container images have no /usr/share/zoneinfo; the tzdata dependency is
+    what zoneinfo falls back to (PYTHONTZPATH empty: no system path is searched)."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("timezone: Europe/Berlin\n")
+    env = {**os.environ, "PYTHONTZPATH": ""}
+    r = subprocess.run(
+        [sys.executable, "-m", "kiosk.service", "--check-config", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    probe = "import zoneinfo; print(zoneinfo.TZPATH)"
+    assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          text=True).stdout.strip() == "()"  # fmt: skip

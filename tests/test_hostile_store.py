@@ -183,7 +183,7 @@ def test_out_follows_symlinks_writes_fifos_and_refuses_directories(tmp_path, cap
     link = tmp_path / "link.csv"
     link.symlink_to(real)
     assert daily(db, link) == 0
-    assert link.is_symlink() and real.read_text().startswith("date,age_group")
+    assert link.is_symlink() and real.read_text().startswith("date,start,utc_offset,visitors")
     assert real.stat().st_mode & 0o777 == 0o640
 
     fifo = tmp_path / "fifo"
@@ -193,7 +193,7 @@ def test_out_follows_symlinks_writes_fifos_and_refuses_directories(tmp_path, cap
     reader.start()
     assert daily(db, fifo) == 0
     reader.join(10)
-    assert got and got[0].startswith(b"date,age_group") and fifo.is_fifo()
+    assert got and got[0].startswith(b"date,start,utc_offset,visitors") and fifo.is_fifo()
 
     assert daily(db, tmp_path) == 2
     assert "is a directory" in capsys.readouterr().err

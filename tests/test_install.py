@@ -11,9 +11,15 @@ import stat
 import subprocess
 import sys
 import sysconfig
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
+from kiosk.config import DEVICE_ID, load_config
+from kiosk.setup import system_timezone
+from kiosk.store import Store
+from tests.conftest import new_visit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +35,7 @@ def checkout(tmp_path: Path) -> Path:
     for name in ("deploy", "kiosk", "docs"):
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, src / name, ignore=ignore)
-    for name in ("pyproject.toml", "config.example.yaml", "README.md"):
+    for name in ("pyproject.toml", "config.example.yaml", "README.md", "constraints.txt"):
         if (ROOT / name).is_file():
             shutil.copy2(ROOT / name, src / name)
     return src
@@ -104,9 +110,15 @@ def test_install_twice_then_uninstall_then_purge(tmp_path: Path, checkout: Path)
         [str(opt / "bin" / "kioskd"), "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("kioskd ")
-    assert (etc / "config.yaml").read_bytes() == (checkout / "config.example.yaml").read_bytes()
-    cred = etc / "mqtt_password"
-    assert cred.read_bytes() == b"" and stat.S_IMODE(cred.stat().st_mode) == 0o600
+    # kioskd setup wrote it for this door, not a copy of the example (device id demo-kiosk).
+    cfg = load_config(etc / "config.yaml")
+    assert "written by `kioskd setup`" in (etc / "config.yaml").read_text()
+    assert DEVICE_ID.fullmatch(cfg.device_id) and cfg.device_id != "demo-kiosk"
+    assert cfg.timezone == (system_timezone() or "UTC") and cfg.camera.source != "demo"
+    for name in ("mqtt_password", "smtp_password"):
+        cred = etc / name
+        assert cred.read_bytes() == b"" and stat.S_IMODE(cred.stat().st_mode) == 0o600
+    _check_report_wrapper(prefix, cfg.device_id)
 
     unit_src = checkout / "deploy" / "systemd"
     repo_units = sorted(p.name for p in unit_src.iterdir() if p.suffix in (".service", ".timer"))
@@ -154,7 +166,7 @@ def test_install_twice_then_uninstall_then_purge(tmp_path: Path, checkout: Path)
     state.mkdir(parents=True)
     (state / "kiosk.db").write_bytes(b"visits")
     run("--prefix", str(prefix), "--no-systemctl", "--uninstall", src=checkout)
-    assert not opt.exists()
+    assert not opt.exists() and not (prefix / "usr" / "local" / "bin" / "kiosk-report").exists()
     assert not list(units.glob("kiosk*")) and not list(units.rglob("*.wants/kiosk*"))
     assert not (units / "systemd-time-wait-sync.service.d").exists()
     assert (state / "kiosk.db").read_bytes() == b"visits"
@@ -165,9 +177,28 @@ def test_install_twice_then_uninstall_then_purge(tmp_path: Path, checkout: Path)
     assert not state.exists() and not etc.exists()
 
 
+def _check_report_wrapper(prefix: Path, device_id: str) -> None:
+    """kiosk-report on PATH reads the installed config and the service's state directory."""
+    wrapper = prefix / "usr" / "local" / "bin" / "kiosk-report"
+    state = prefix / "var" / "lib" / "kiosk"
+    store = Store(f"sqlite:///{state / 'kiosk.db'}")
+    at = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+    store.add_visit(new_visit(at, "38-43", "male", device_id))
+    store.close()
+    r = subprocess.run(
+        [str(wrapper), "export", "--from", "2026-03-04", "--to", "2026-03-04", "--tz", "UTC"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"{device_id},2026-03-04T12:00:00Z" in r.stdout
+    assert subprocess.run([str(wrapper), "--help"], capture_output=True).returncode == 0
+    shutil.rmtree(state)  # the rest of the test starts without a database
+
+
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_shellcheck_clean() -> None:
+    scripts = ["deploy/install.sh", "tools/arm64_check.sh", ".ci/run", ".ci/fresh-clone"]
     proc = subprocess.run(
-        ["shellcheck", str(ROOT / "deploy" / "install.sh")], capture_output=True, text=True
+        ["shellcheck", *(str(ROOT / s) for s in scripts)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout

@@ -154,4 +154,4 @@ def test_prometheus_client_is_imported_lazily() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert "pip install 'kiosk[metrics]'" in out.stdout
+    assert "pip install 'kioskd[metrics]'" in out.stdout

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from kiosk import __version__
 from kiosk.config import ConfigError, MqttConfig, parse_config
 from kiosk.counters import Counters
 from kiosk.days import today
@@ -84,6 +85,10 @@ def run_publisher(publishers, cfg, store, tz="UTC", counters=None) -> Publisher:
     return p
 
 
+def is_discovery(m) -> bool:
+    return m.topic.startswith("homeassistant/") and m.topic.endswith("/config") and bool(m.payload)
+
+
 def last_json(sub: Subscriber, topic: str) -> dict:
     return json.loads(sub.payloads(topic)[-1])
 
@@ -132,14 +137,27 @@ def test_discovery_ids_and_availability():
         "Female today",
         "Male today",
         "Failed checks today",
+        "Unmeasured checks today",
         "Last visit",
+        "Camera",
+        "Clock",
+        "MQTT",
     } <= names
     assert {f"Age {g} today" for g in AGE_GROUPS} <= names
+    binary = {"Clock", "MQTT"}
     for topic, c in configs:
         assert re.fullmatch(r"[a-zA-Z0-9_-]+", c["unique_id"])
-        assert topic == f"ha/sensor/{c['unique_id']}/config"
-        assert c["availability_topic"] == "kiosk/shop.door 1/status"
+        component = "binary_sensor" if c["name"] in binary else "sensor"
+        assert topic == f"ha/{component}/{c['unique_id']}/config"
         assert c["device"]["identifiers"] == ["kiosk_shop_door_1"]
+        assert c["origin"] == {"name": "kiosk", "sw_version": __version__}
+        if c["name"] == "MQTT":  # reads status itself: "disconnected", not "unavailable"
+            assert c["state_topic"] == "kiosk/shop.door 1/status" and "availability_topic" not in c
+            assert (c["payload_on"], c["payload_off"], c["device_class"]) == (
+                "online", "offline", "connectivity",
+            )  # fmt: skip
+        else:
+            assert c["availability_topic"] == "kiosk/shop.door 1/status"
     assert len({c["unique_id"] for _, c in configs}) == len(configs)
 
 
@@ -197,7 +215,7 @@ def test_payloads_topics_and_retained_flags(tmp_path, store, publishers):
         assert stats["failed_checks"] == 1 and stats["unmeasured_checks"] == 0
         assert stats["fps"] == 14.5 and stats["uptime_s"] >= 0
         assert stats["last_visit"]["age_group"] in AGE_GROUPS[:3]
-        disc = [m for m in sub.messages if m.topic.startswith("homeassistant/sensor/")]
+        disc = [m for m in sub.messages if is_discovery(m)]
         assert len(disc) == len(discovery_configs(p.cfg, DEV))
 
         # A new visit: published, and stats follow at once.
@@ -221,7 +239,7 @@ def test_payloads_topics_and_retained_flags(tmp_path, store, publishers):
         n = len(disc)
         sub.client.publish("homeassistant/status", "online")
         assert sub.wait_for(
-            lambda s: sum(m.topic.startswith("homeassistant/sensor/") for m in s.messages) == 2 * n,
+            lambda s: sum(map(is_discovery, s.messages)) == 2 * n,
             3,
         )
         p.close()

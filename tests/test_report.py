@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -16,14 +17,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kiosk import days, report, retention
-from kiosk.labels import AGE_GROUPS, GENDERS
+from kiosk.labels import AGE_GROUPS, AGE_SPANS, GENDERS
 from kiosk.store import Store
 from kiosk.visit import Check
 from tests.conftest import new_visit
 
 ROOT = Path(__file__).resolve().parents[1]
 BERLIN = ZoneInfo("Europe/Berlin")
-ROWS_PER_PERIOD = len(AGE_GROUPS) * len(GENDERS) + len(report.CHECK_ROWS)
+PAIRS = [(a, g) for a in AGE_GROUPS for g in GENDERS]
 
 
 def local(*args: int, tz: ZoneInfo = BERLIN, fold: int = 0) -> datetime:
@@ -48,7 +49,13 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def counts_of(rows: list[dict[str, str]]) -> dict[tuple[str, str], int]:
-    return {(r["age_group"], r["gender"]): int(r["visitors"]) for r in rows}
+    """(age group, gender) -> visitors over the period rows (the total row left out)."""
+    periods = [r for r in rows if r["date"] != "total"]
+    return {(a, g): sum(int(r[f"{g}_{a}"]) for r in periods) for a, g in PAIRS}
+
+
+def numbers(row: dict[str, str]) -> list[int]:
+    return [int(row[c]) for c in report.PERIOD_COLUMNS[3:]]
 
 
 def test_daily_counts_known_visits_in_fixed_order(db, tmp_path):
@@ -74,18 +81,19 @@ def test_daily_counts_known_visits_in_fixed_order(db, tmp_path):
     db_args = ["--db", str(path), "--tz", "Europe/Berlin", "--device", "kiosk-1"]
     assert run_report("daily", *db_args, "--date", day.isoformat(), out=out) == 0
     rows = read_csv(out)
-    assert list(rows[0]) == ["date", "age_group", "gender", "visitors"]
-    assert len(rows) == ROWS_PER_PERIOD
-    assert {r["date"] for r in rows} == {"2026-06-10"}
-    demo = rows[:16]
-    assert [(r["age_group"], r["gender"]) for r in demo] == [
-        (a, g) for a in AGE_GROUPS for g in GENDERS
-    ]
-    assert counts_of(demo) == {(a, g): expected[(a, g)] for a in AGE_GROUPS for g in GENDERS}
-    assert [(r["age_group"], r["gender"], r["visitors"]) for r in rows[16:]] == [
-        ("failed_check", "", "3"),
-        ("unmeasured_check", "", "2"),
-    ]
+    assert list(rows[0]) == list(report.PERIOD_COLUMNS)
+    assert [r["date"] for r in rows] == ["2026-06-10", "total"]
+    day, total = rows
+    assert (day["start"], day["utc_offset"]) == ("2026-06-10 00:00:00", "UTC+02:00")
+    assert counts_of(rows) == {pair: expected[pair] for pair in PAIRS}
+    # Visitors, by gender and by age group, add up; checks are counted apart from them.
+    assert int(day["visitors"]) == 300 == sum(int(day[g]) for g in GENDERS)
+    assert sum(int(day[f"age_{a}"]) for a in AGE_GROUPS) == 300
+    assert {a: int(day[f"age_{a}"]) for a in AGE_GROUPS} == {
+        a: sum(expected[(a, g)] for g in GENDERS) for a in AGE_GROUPS
+    }
+    assert (day["failed_checks"], day["unmeasured_checks"]) == ("3", "2")
+    assert numbers(total) == numbers(day) and total["start"] == total["utc_offset"] == ""
 
     everyone = tmp_path / "all.csv"
     all_args = ["--db", str(path), "--tz", "Europe/Berlin", "--all-devices"]
@@ -114,10 +122,10 @@ def test_hours_of_a_dst_change_day(db, tmp_path, day, hours):
     args = ["--db", str(path), "--tz", "Europe/Berlin", "--by", "hour", "--date", day]
     assert run_report("daily", *args, out=out) == 0
     rows = read_csv(out)
-    assert list(rows[0]) == ["date", "hour", "age_group", "gender", "visitors"]
-    labels = list(dict.fromkeys(r["hour"] for r in rows))
-    assert len(labels) == hours
-    assert len(rows) == hours * ROWS_PER_PERIOD
+    assert list(rows[0]) == list(report.PERIOD_COLUMNS)
+    assert len(rows) == hours + 1 and rows[-1]["date"] == "total"  # one row an hour
+    starts = [(r["start"], r["utc_offset"]) for r in rows[:-1]]
+    assert len(set(starts)) == hours and starts[0][0] == f"{day} 00:00:00"
 
 
 def test_visits_in_the_repeated_and_skipped_hours(db, tmp_path):
@@ -129,17 +137,23 @@ def test_visits_in_the_repeated_and_skipped_hours(db, tmp_path):
     store.add_visit(new_visit(local(2026, 3, 29, 3, 0, 0), "60-100", "male"))
     args = ["--db", str(path), "--tz", "Europe/Berlin", "--by", "hour"]
 
+    def hits(rows: list[dict[str, str]]) -> set[tuple[str, str, str]]:
+        return {
+            (r["start"][11:], r["utc_offset"], g) for r in rows[:-1] for g in GENDERS if r[g] != "0"
+        }
+
     out = tmp_path / "fall.csv"
     assert run_report("daily", *args, "--date", "2026-10-25", out=out) == 0
-    hits = {(r["hour"], r["gender"]) for r in read_csv(out) if r["visitors"] != "0"}
-    assert hits == {("02:00+02:00", "female"), ("02:00+01:00", "male")}
+    assert hits(read_csv(out)) == {
+        ("02:00:00", "UTC+02:00", "female"),
+        ("02:00:00", "UTC+01:00", "male"),
+    }
 
     out = tmp_path / "spring.csv"
     assert run_report("daily", *args, "--date", "2026-03-29", out=out) == 0
     rows = read_csv(out)
-    assert not any(r["hour"].startswith("02:") for r in rows)
-    hits = {(r["hour"], r["gender"]) for r in rows if r["visitors"] != "0"}
-    assert hits == {("01:00+01:00", "female"), ("03:00+02:00", "male")}
+    assert not any(r["start"][11:].startswith("02:") for r in rows)
+    assert hits(rows) == {("01:00:00", "UTC+01:00", "female"), ("03:00:00", "UTC+02:00", "male")}
 
 
 def test_hourly_rows_add_up_to_the_day(db, tmp_path):
@@ -153,11 +167,10 @@ def test_hourly_rows_add_up_to_the_day(db, tmp_path):
     daily, hourly = tmp_path / "d.csv", tmp_path / "h.csv"
     assert run_report("daily", *args, out=daily) == 0
     assert run_report("daily", *args, "--by", "hour", out=hourly) == 0
-    summed: Counter[tuple[str, str]] = Counter()
-    for r in read_csv(hourly):
-        summed[(r["age_group"], r["gender"])] += int(r["visitors"])
-    assert counts_of(read_csv(daily)) == dict(summed)
-    assert sum(summed.values()) > 0
+    hours, days_ = read_csv(hourly), read_csv(daily)
+    assert counts_of(hours) == counts_of(days_)
+    assert numbers(hours[-1]) == numbers(days_[0]) == numbers(days_[-1])  # the totals agree
+    assert int(days_[0]["visitors"]) > 0
 
 
 def test_empty_day_gives_all_zero_rows_of_the_same_shape(db, tmp_path):
@@ -168,10 +181,8 @@ def test_empty_day_gives_all_zero_rows_of_the_same_shape(db, tmp_path):
     assert run_report("daily", *args, "--date", "2026-05-02", out=empty) == 0
     assert run_report("daily", *args, "--date", "2026-05-01", out=full) == 0
     rows = read_csv(empty)
-    assert len(rows) == ROWS_PER_PERIOD
-    assert all(r["visitors"] == "0" for r in rows)
-    shape = [(r["age_group"], r["gender"]) for r in rows]
-    assert shape == [(r["age_group"], r["gender"]) for r in read_csv(full)]
+    assert len(rows) == 2 and all(n == 0 for r in rows for n in numbers(r))
+    assert [list(r) for r in rows] == [list(r) for r in read_csv(full)]
 
 
 def test_range_is_inclusive_and_json_matches_csv(db, tmp_path):
@@ -193,19 +204,12 @@ def test_range_is_inclusive_and_json_matches_csv(db, tmp_path):
     assert run_report("range", *args, out=out_csv) == 0
     assert run_report("range", *args, "--format", "json", out=out_json) == 0
     rows = read_csv(out_csv)
-    assert len(rows) == 3 * ROWS_PER_PERIOD
-    boys = {
-        r["date"]: int(r["visitors"])
-        for r in rows
-        if (r["age_group"], r["gender"]) == ("8-12", "male")
-    }
-    assert boys == {"2026-04-02": 2, "2026-04-03": 3, "2026-04-04": 4}
+    boys = {r["date"]: int(r["male_8-12"]) for r in rows}
+    assert boys == {"2026-04-02": 2, "2026-04-03": 3, "2026-04-04": 4, "total": 9}
     data = json.loads(out_json.read_text("utf-8"))
-    assert [list(d) for d in data[:1]] == [["date", "age_group", "gender", "visitors"]]
-    assert [(d["date"], d["age_group"], d["gender"] or "", str(d["visitors"])) for d in data] == [
-        (r["date"], r["age_group"], r["gender"], r["visitors"]) for r in rows
-    ]
-    assert data[16]["gender"] is None
+    assert [list(d) for d in data[:1]] == [list(report.PERIOD_COLUMNS)]
+    assert [{k: "" if v is None else str(v) for k, v in d.items()} for d in data] == rows
+    assert data[-1]["start"] is None and data[-1]["visitors"] == 9
 
 
 def test_export_one_row_per_visit_in_utc_and_local(db, tmp_path):
@@ -232,9 +236,15 @@ def test_export_one_row_per_visit_in_utc_and_local(db, tmp_path):
     assert "temperature_c" not in rows[0]
     assert [r["id"] for r in rows] == [a.id, b.id]
     assert rows[0]["started_at_utc"] == "2026-03-29T00:30:00Z"
-    assert rows[0]["started_at_local"] == "2026-03-29T01:30:00+01:00"
+    assert (rows[0]["started_at_local"], rows[0]["utc_offset"]) == (
+        "2026-03-29 01:30:00",
+        "UTC+01:00",
+    )
     assert rows[1]["started_at_utc"] == "2026-03-29T01:30:00Z"
-    assert rows[1]["started_at_local"] == "2026-03-29T03:30:00+02:00"
+    assert (rows[1]["started_at_local"], rows[1]["utc_offset"]) == (
+        "2026-03-29 03:30:00",
+        "UTC+02:00",
+    )
     assert rows[0]["model_version"] == 'm,"1"'
 
     with_temp = tmp_path / "export-t.json"
@@ -359,7 +369,7 @@ def test_chart_without_matplotlib_says_how_to_install(db, tmp_path, monkeypatch,
     assert (
         run_report("chart", "--db", str(path), "--tz", "UTC", "--date", "2026-08-01", out=out) == 2
     )
-    assert "pip install 'kiosk[chart]'" in capsys.readouterr().err
+    assert "pip install 'kioskd[chart]'" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -433,3 +443,10 @@ def test_visits_stamped_before_clock_sync_are_flagged(db, tmp_path, capsys):
 
     assert run_report("daily", *args, "--date", "2026-06-09", out=out) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_the_age_groups_table_in_the_docs_matches_the_labels():
+    text = (ROOT / "docs" / "report.md").read_text()
+    table = dict(re.findall(r"^\| `([0-9-]+)` \| ([0-9+-]+) \|$", text, re.M))
+    assert table == dict(zip(AGE_GROUPS, AGE_SPANS, strict=True))
+    assert AGE_SPANS[4] == "25-37"  # the gap the labels hide

@@ -45,12 +45,12 @@ def test_report_units_verify(tmp_path):
     assert p.returncode == 0 and "kiosk-report" not in p.stderr, p.stderr
 
 
-def test_report_service_writes_yesterdays_csv_into_the_state_directory():
+def test_report_service_writes_yesterdays_report():
     service = (UNITS / "kiosk-report.service").read_text()
     timer = (UNITS / "kiosk-report.timer").read_text()
     exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
-    assert " daily " in exec_start and "--date" not in exec_start  # default: yesterday
-    assert "--out /var/lib/kiosk/reports/daily-{date}.csv" in exec_start
+    assert " nightly " in exec_start and "--date" not in exec_start  # default: yesterday
+    assert "LoadCredential=smtp_password:/etc/kiosk/smtp_password\n" in service
     assert "StateDirectory=kiosk\n" in service and "User=kiosk\n" in service
     assert "OnCalendar=" in timer and "Persistent=true" in timer
 
@@ -79,7 +79,11 @@ def test_the_units_command_writes_yesterdays_file(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "STATE_DIRECTORY": str(state)}
     p = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    written = state / "reports" / f"daily-{yesterday.isoformat()}.csv"
+    # report.folder is not set: <state_dir>/reports, the state directory systemd gives.
+    written = state / "reports" / f"daily-{yesterday.isoformat()}-door-a.csv"
     with written.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["age_group"], r["gender"]): r["visitors"] for r in rows}[("8-12", "female")] == "1"
+    assert [(r["date"], r["female_8-12"]) for r in rows] == [
+        (yesterday.isoformat(), "1"),
+        ("total", "1"),
+    ]

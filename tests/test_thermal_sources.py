@@ -109,7 +109,7 @@ def test_stalled_source_is_reopened(shared_data):
 )
 def test_mlx90640_without_driver_says_how_to_install():
     src = Mlx90640Source("", fps=4)
-    with pytest.raises(ThermalSourceError, match=r"pip install 'kiosk\[mlx90640\]'"):
+    with pytest.raises(ThermalSourceError, match=r"pip install 'kioskd\[mlx90640\]'"):
         src._open()
 
 

@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:
 from kiosk import report  # noqa: E402
 from kiosk.days import days_between  # noqa: E402
 from kiosk.labels import AGE_GROUPS, GENDERS  # noqa: E402
+from kiosk.periods import count_periods  # noqa: E402
 from kiosk.store import Store  # noqa: E402
 
 LAST_DAY = date(2026, 11, 27)
@@ -130,8 +131,10 @@ def time_in_process(url: str, tz: ZoneInfo, day: date, by: str, runs: int) -> li
     for _ in range(runs):
         t0 = clock.perf_counter()
         store = Store(url, read_only=True)
-        rows = report.count_rows(store, [day], tz, by)
-        report.write_table(io.StringIO(), *report.count_records(rows, by), "csv")
+        periods = count_periods(store, [day], tz, by)
+        report.write_table(
+            io.StringIO(), report.PERIOD_COLUMNS, report.period_records(periods, tz), "csv"
+        )
         store.close()
         times.append(clock.perf_counter() - t0)
     return times
@@ -195,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     first = LAST_DAY - timedelta(days=args.days - 1)
     store = Store(url, read_only=True)
     t0 = clock.perf_counter()
-    rows = list(report.count_rows(store, days_between(first, LAST_DAY), tz))
+    periods = list(count_periods(store, days_between(first, LAST_DAY), tz))
     whole = clock.perf_counter() - t0
     store.close()
-    counted = sum(r.visitors for r in rows if r.gender is not None)
+    counted = sum(p.total for p in periods)
     print(f"range {first}..{LAST_DAY}: {whole * 1000:.0f} ms, {counted:,} visits counted")
     if counted != total:
         print(f"FAIL: the range counted {counted:,} of {total:,} visits")

@@ -219,7 +219,7 @@ class Mlx90640Source(ThermalSource):
         except ImportError as exc:
             raise ThermalSourceError(
                 "thermal.source mlx90640 needs the Adafruit driver: "
-                "pip install 'kiosk[mlx90640]' (adafruit-circuitpython-mlx90640) "
+                "pip install 'kioskd[mlx90640]' (adafruit-circuitpython-mlx90640) "
                 f"[{exc}]"
             ) from exc
         i2c = busio.I2C(board.SCL, board.SDA, frequency=800_000)
