@@ -48,7 +48,7 @@ from kiosk.centraldb.schema import visits  # noqa: E402
 from kiosk.config import MqttConfig  # noqa: E402
 from kiosk.counters import Counters  # noqa: E402
 from kiosk.mqtt import Publisher  # noqa: E402
-from kiosk.reportcentral import central_count_rows, summed  # noqa: E402
+from kiosk.reportcentral import central_periods, central_records  # noqa: E402
 from kiosk.store import Store  # noqa: E402
 from kiosk.wire import Sender, encode, visit_payload  # noqa: E402
 from tests.broker import Broker, wait_until  # noqa: E402
@@ -231,10 +231,11 @@ def bench_report(n: int, day: date) -> dict:
             runs = []
             for _ in range(3):
                 t = time.monotonic()
-                rows = summed(central_count_rows(db, [day], "day", Selection(), None, per_device))
+                periods = list(central_periods(db, [day], "day", Selection(), None, per_device))
+                rows = list(central_records(periods, per_device))
                 runs.append(time.monotonic() - t)
             timings[label] = {"best_s": min(runs), "runs_s": runs, "rows": len(rows),
-                              "visits": sum(r.visitors for r in rows if r.gender)}  # fmt: skip
+                              "visits": sum(p.counts.total for p in periods)}  # fmt: skip
         db.close()
         t = time.monotonic()
         cli = subprocess.run(
