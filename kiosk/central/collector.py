@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -250,14 +250,22 @@ class Collector(Part):
                 sources.append(m)
             else:
                 dead.append(got)
+        refused: list[DeadLetter] = []
+
+        def write() -> None:
+            batch = Batch(events, dead, [m.payload for m in sources])
+            refused[:] = self._write(batch, sources)
+
         done = self._retry(
-            lambda: self._write(Batch(events, dead, [m.payload for m in sources]), sources),
+            write,
             "write a batch",
             give_up=lambda: all(m.generation != self._generation for m in live),
         )
         if not done:
             return
-        self._count(events, dead)
+        kept = {d.payload for d in refused}
+        self._count([e for e, m in zip(events, sources, strict=True) if m.payload not in kept],
+                    dead + refused)  # fmt: skip
         assert self.client is not None
         acked = 0
         for m in live:
@@ -267,24 +275,28 @@ class Collector(Part):
         with self.stats.lock:
             self.stats.acked += acked
 
-    def _write(self, batch: Batch, sources: Sequence[Message]) -> None:
+    def _write(self, batch: Batch, sources: Sequence[Message]) -> list[DeadLetter]:
         """One transaction; a row the database refuses for good (not a lost connection)
-        sends the batch through one event at a time, the refused ones as dead letters."""
+        sends the batch through one event at a time, the refused ones as dead letters
+        (returned)."""
         now = datetime.now(UTC)
         try:
             with self.engine.begin() as conn:
                 write_batch(conn, batch, now, self._registry)
             self._registry.committed()
+            return []
         except OperationalError:
             raise
         except DBAPIError as exc:
-            if exc.connection_invalidated or len(batch.events) + len(batch.dead) <= 1:
+            if exc.connection_invalidated or not batch.events:
                 raise
             log.warning("database refused a batch (%s); writing it row by row",
-                        driver_message(exc))  # fmt: skip
-            self._write_singly(batch, sources, now)
+                        " ".join(driver_message(exc).split()))  # fmt: skip
+            return self._write_singly(batch, sources, now)
 
-    def _write_singly(self, batch: Batch, sources: Sequence[Message], now: datetime) -> None:
+    def _write_singly(
+        self, batch: Batch, sources: Sequence[Message], now: datetime
+    ) -> list[DeadLetter]:
         refused: list[DeadLetter] = []
         with self.engine.begin() as conn:
             write_batch(conn, Batch([], batch.dead), now, self._registry)
@@ -296,14 +308,16 @@ class Collector(Part):
             except OperationalError:
                 raise
             except DBAPIError as exc:
-                why = driver_message(exc).replace("\0", "")[:500]
+                why = " ".join(driver_message(exc).replace("\0", "").split())[:500]
                 refused.append(DeadLetter(m.topic[:256], "database", why, m.payload))
         if refused:
             with self.engine.begin() as conn:
                 write_batch(conn, Batch([], refused), now, self._registry)
-            self._count([], refused)
+        return refused
 
-    def _retry(self, work: Any, what: str, give_up: Any = None) -> bool:
+    def _retry(
+        self, work: Callable[[], object], what: str, give_up: Callable[[], bool] | None = None
+    ) -> bool:
         """Run `work` until it succeeds (True), the collector stops or `give_up()` (False)."""
         delay = RETRY_MIN_S
         while not self._stop.is_set():
