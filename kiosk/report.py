@@ -414,7 +414,7 @@ def central(url: str) -> bool:
     try:
         from kiosk.centraldb.query import is_central
     except ImportError as exc:
-        why = f"{exc.name} is not installed: pip install 'kiosk[central]'"
+        why = f"{exc.name} is not installed: pip install 'kioskd[central]'"
         raise InputError(f"the central database needs the central extra ({why})") from None
     from kiosk.store import make_engine
 

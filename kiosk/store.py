@@ -180,9 +180,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
-# The drivers the install extras ship: `postgresql://` means psycopg 3 (kiosk[postgres]).
+# The drivers the install extras ship: `postgresql://` means psycopg 3 (kioskd[postgres]).
 _DRIVERS = {"postgresql": "postgresql+psycopg"}
-_EXTRAS = {"postgresql": "pip install 'kiosk[postgres]'"}
+_EXTRAS = {"postgresql": "pip install 'kioskd[postgres]'"}
 
 
 def normalize_url(url: str) -> str:

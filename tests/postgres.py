@@ -24,7 +24,7 @@ ADMIN_URL = os.environ.get("KIOSK_TEST_PG", "postgresql://postgres@127.0.0.1:543
 
 
 def _admin():
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (kiosk[central])")
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (kioskd[central])")
     u = make_url(ADMIN_URL)
     try:
         return psycopg.connect(

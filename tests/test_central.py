@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-pytest.importorskip("psycopg", reason="kiosk[central] is not installed")
-pytest.importorskip("alembic", reason="kiosk[central] is not installed")
+pytest.importorskip("psycopg", reason="kioskd[central] is not installed")
+pytest.importorskip("alembic", reason="kioskd[central] is not installed")
 
 import paho.mqtt.client as mqtt  # noqa: E402  (the test's own raw publisher)
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
@@ -234,7 +234,7 @@ def test_without_the_driver_both_programs_say_how_to_install_it(monkeypatch):
     from kiosk.central import cli
 
     monkeypatch.setitem(sys.modules, "psycopg", None)
-    assert "pip install 'kiosk[postgres]'" in (url_problem("postgresql://kiosk@db/kiosk") or "")
+    assert "pip install 'kioskd[postgres]'" in (url_problem("postgresql://kiosk@db/kiosk") or "")
     assert cli.main(["--config", str(EXAMPLE)]) == EX_CONFIG
 
 
@@ -247,7 +247,7 @@ def test_kioskd_without_the_driver_exits_78_with_the_hint(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, timeout=60)  # fmt: skip
     assert run.returncode == EX_CONFIG, run.stderr
-    assert "store.url" in run.stderr and "pip install 'kiosk[postgres]'" in run.stderr
+    assert "store.url" in run.stderr and "pip install 'kioskd[postgres]'" in run.stderr
 
 
 # ---- kiosk-report on the central database ----------------------------------------------------

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("psycopg", reason="kiosk[central] is not installed")
-pytest.importorskip("alembic", reason="kiosk[central] is not installed")
+pytest.importorskip("psycopg", reason="kioskd[central] is not installed")
+pytest.importorskip("alembic", reason="kioskd[central] is not installed")
 
 from sqlalchemy import create_engine, func, select  # noqa: E402
 
@@ -105,7 +105,7 @@ def test_twenty_kiosks_through_collector_crash_broker_restart_and_database_outag
             engine = create_engine(central)
             assert wait_until(lambda: "session new" in _log(tmp_path), 60), _log(tmp_path)
             time.sleep(0.5)  # its SUBACK
-            # 3 real kioskd: the third keeps its own store in PostgreSQL (kiosk[postgres]).
+            # 3 real kioskd: the third keeps its own store in PostgreSQL (kioskd[postgres]).
             kiosk_urls = []
             for n in range(3):
                 folder = tmp_path / f"door-{n}"

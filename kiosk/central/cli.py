@@ -45,7 +45,7 @@ def _missing_driver() -> str | None:
         import alembic  # noqa: F401
         import psycopg  # noqa: F401
     except ImportError as exc:
-        return f"{exc.name} is not installed; install the collector: pip install 'kiosk[central]'"
+        return f"{exc.name} is not installed; install the collector: pip install 'kioskd[central]'"
     return None
 
 
