@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -25,6 +25,7 @@ from kiosk.labels import MODEL_NAMES
 from kiosk.logsetup import add_secret
 
 EX_CONFIG = 78
+T = TypeVar("T")
 # thermal.reference as a box: x,y,w,h in thermal pixels, width and height at least 1.
 REFERENCE_BOX = re.compile(r"\d+,\d+,[1-9]\d*,[1-9]\d*")
 # 17x config.example.yaml with every comment. Pure-Python PyYAML parsed a 1 MB file in 30-50 s
@@ -222,8 +223,9 @@ class StoreConfig:
 
 
 @dataclass
-class MqttConfig:
-    enabled: bool = False
+class BrokerConfig:
+    """How to reach an MQTT broker: shared by kioskd's ``mqtt`` and kiosk-collect's ``mqtt``."""
+
     host: str = "127.0.0.1"
     port: int = opt(1883, ge=1, le=65535)
     prefix: str = "kiosk"
@@ -239,18 +241,12 @@ class MqttConfig:
     cert_file: str = ""
     key_file: str = ""
     tls_insecure: bool = False
-    stats_interval_s: float = opt(60.0, gt=0, le=86400)
-    publish_temperature: bool = False
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    outbox_max_age_days: float = opt(30.0, gt=0, le=MAX_RETENTION_DAYS)
-    outbox_max_count: int = opt(100_000, ge=1, le=10_000_000)
     # Reconnect backoff: the first retry after this, doubling up to reconnect_max_s.
     reconnect_min_s: float = opt(1.0, gt=0, le=MAX_WAIT_S)
     reconnect_max_s: float = opt(30.0, gt=0, le=MAX_WAIT_S)
 
     def __post_init__(self) -> None:
-        for key in ("prefix", "discovery_prefix"):
+        for key in self._topic_keys():
             value = getattr(self, key)
             bad = any(c in value for c in "+#\0") or value.strip("/") != value
             if not value or bad or len(value) > MAX_TOPIC_CHARS:
@@ -261,6 +257,23 @@ class MqttConfig:
                 raise ConfigError(f"mqtt.{key}", f"{why}, got {value[:80]!r}")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ConfigError("mqtt.reconnect_max_s", "must be >= mqtt.reconnect_min_s")
+
+    def _topic_keys(self) -> tuple[str, ...]:
+        return ("prefix",)
+
+
+@dataclass
+class MqttConfig(BrokerConfig):
+    enabled: bool = False
+    stats_interval_s: float = opt(60.0, gt=0, le=86400)
+    publish_temperature: bool = False
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    outbox_max_age_days: float = opt(30.0, gt=0, le=MAX_RETENTION_DAYS)
+    outbox_max_count: int = opt(100_000, ge=1, le=10_000_000)
+
+    def _topic_keys(self) -> tuple[str, ...]:
+        return ("prefix", "discovery_prefix")
 
 
 @dataclass
@@ -543,6 +556,21 @@ def parse_config(data: Any, source: str = "config") -> Config:
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file; every problem is a ConfigError."""
+    return parse_config(read_yaml(path), str(path))
+
+
+def build_section(cls: type[T], data: Any, source: str) -> T:
+    """A config dataclass tree (another program's config, e.g. kiosk-collect's) from parsed
+    YAML, with the same walker, rules and messages as kioskd's."""
+    if data is None:
+        raise ConfigError(source, "file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(source, f"must be a mapping at the top level, got {type(data).__name__}")
+    return _build(cls, data)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A config file's YAML, bounded in size and depth, without anchors; a ConfigError else."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -567,7 +595,7 @@ def load_config(path: str | Path) -> Config:
         where = f" at line {mark.line + 1}" if mark else ""
         why = f"invalid YAML{where}: {getattr(exc, 'problem', exc)}"
         raise ConfigError(str(path), why) from None
-    return parse_config(data, str(path))
+    return data
 
 
 def read_secret(env_name: str, file_path: str, credential: str, key: str) -> str | None:

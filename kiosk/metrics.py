@@ -127,16 +127,12 @@ class MetricsServer(Part):
     """The /metrics endpoint on host:port (0 picks a free port; see `.port`), served from a
     daemon thread; `close()` stops it and frees the port."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        counters: Counters,
-        outbox_depth: Callable[[], int] | None = None,
-    ) -> None:
+    def __init__(self, host: str, port: int, make_collector: Callable[[], Any]) -> None:
+        """`make_collector()`: the prometheus-client collector read at each scrape (kioskd's
+        CountersCollector, kiosk-collect's StatsCollector), made at start, after the import
+        of prometheus-client is known to work."""
         self.requested = (host, port)
-        self.counters = counters
-        self.outbox_depth = outbox_depth
+        self.make_collector = make_collector
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -144,7 +140,7 @@ class MetricsServer(Part):
     def from_config(
         cls, cfg: MetricsConfig, counters: Counters, outbox_depth: Callable[[], int] | None
     ) -> MetricsServer:
-        return cls(cfg.host, cfg.port, counters, outbox_depth)
+        return cls(cfg.host, cfg.port, lambda: CountersCollector(counters, outbox_depth))
 
     @property
     def host(self) -> str:
@@ -180,7 +176,7 @@ class MetricsServer(Part):
 
         registry = CollectorRegistry()
         ProcessCollector(registry=registry)  # memory and CPU, to spot a slow leak over months
-        registry.register(CountersCollector(self.counters, self.outbox_depth))
+        registry.register(self.make_collector())
         app = make_wsgi_app(registry)
         self._server = make_server(host, port, app, Server, handler_class=_QuietHandler)
         self._thread = threading.Thread(
@@ -217,5 +213,5 @@ def start_metrics_server(
     counters: Counters,
     outbox_depth: Callable[[], int] | None = None,
 ) -> MetricsServer:
-    """Serve /metrics on host:port now."""
-    return MetricsServer(host, port, counters, outbox_depth).start()
+    """Serve kioskd's /metrics on host:port now."""
+    return MetricsServer(host, port, lambda: CountersCollector(counters, outbox_depth)).start()

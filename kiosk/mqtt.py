@@ -13,6 +13,7 @@ in :mod:`kiosk.discovery`, the client in :mod:`kiosk.mqttclient`. Topics, under
 ``status``  retained ``online`` on every connect, ``offline`` as the last will and on a clean
             stop (QoS 1).
 ``visit``   one JSON message per stored visit (QoS 1, not retained).
+``check``   one JSON message per failed or unmeasured check, from its own outbox (QoS 1).
 ``stats``   retained JSON with today's counts (local day in the configured time zone), sent
             every ``stats_interval_s``, after each visit and on every connect.
 
@@ -38,6 +39,7 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 
+from kiosk import __version__
 from kiosk.config import MqttConfig
 from kiosk.counters import Counters
 from kiosk.daystats import day_stats
@@ -45,8 +47,17 @@ from kiosk.discovery import device_identifier, discovery_configs, owner
 from kiosk.lifecycle import Part
 from kiosk.limits import LogEvery
 from kiosk.mqttclient import WINDOW, check_files, connect_bounded, make_client, read_password
-from kiosk.store import Store
-from kiosk.wire import STATUS_OFFLINE, STATUS_ONLINE, encode, stats_payload, topics, visit_payload
+from kiosk.store import CheckOutboxEntry, OutboxEntry, Store
+from kiosk.wire import (
+    STATUS_OFFLINE,
+    STATUS_ONLINE,
+    Sender,
+    check_payload,
+    encode,
+    stats_payload,
+    topics,
+    visit_payload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +75,9 @@ STOP_FLUSH_S = 2.0
 # usually trusted within a minute of boot, and then they are restamped in the database and
 # sent with the right times); after that they are sent as they are, flagged clock_synced false.
 UNSYNCED_HOLD_S = 180.0
+
+
+Key = tuple[str, int]
 
 
 class Publisher(Part):
@@ -89,6 +103,7 @@ class Publisher(Part):
         self.tz = tz
         self.counters = counters
         self.topics = topics(cfg.prefix, device_id)
+        self.sender = Sender(timezone=tz.key, software_version=__version__)
         self.ha_status_topic = f"{cfg.discovery_prefix}/status"
         # Every retained discovery config on the broker is read once per connect; those of
         # this device that it no longer publishes (a sensor an upgrade dropped) are removed.
@@ -110,16 +125,17 @@ class Publisher(Part):
         self._discovery_due = False
         self._stats_due = False
         self._acked: deque[int] = deque()  # mids from on_publish, read by the drain thread
-        # drain-thread state
-        self._inflight: dict[int, tuple[int, mqtt.MQTTMessageInfo]] = {}  # mid -> (outbox id, info)
-        self._inflight_ids: set[int] = set()
+        # drain-thread state; an outbox entry is ("visit" | "check", its outbox id)
+        self._inflight: dict[int, tuple[Key, mqtt.MQTTMessageInfo]] = {}  # mid -> (entry, info)
+        self._inflight_ids: set[Key] = set()
+        self._unmarked_mid = 0  # acked entries not yet marked: negative mids, never paho's
         self._seen_gen = 0
         self._last_stats = 0.0
         self._last_ha_discovery = float("-inf")
         self._ha_discovery_due = False
         self._last_trim = 0.0
         self._ha_online = LogEvery(log, logging.INFO)
-        self._unsynced_since: float | None = None
+        self._unsynced_since: dict[str, float] = {}  # kind -> when its hold began
         # connection-problem logging (paho's thread)
         self._fail_count = 0
         self._last_warn = 0.0
@@ -349,8 +365,9 @@ class Publisher(Part):
             due = min(due, self._last_stats + STATS_MIN_GAP_S)
         if self._ha_discovery_due:
             due = min(due, self._last_ha_discovery + DISCOVERY_MIN_GAP_S)
-        if self._unsynced_since is not None and self._unsynced_since + UNSYNCED_HOLD_S > now:
-            due = min(due, self._unsynced_since + UNSYNCED_HOLD_S)  # the hold ends
+        for since in self._unsynced_since.values():
+            if since + UNSYNCED_HOLD_S > now:
+                due = min(due, since + UNSYNCED_HOLD_S)  # a hold ends
         return max(0.05, min(due - now, self._last_trim + TRIM_INTERVAL_S - now, 5.0))
 
     def _step(self) -> None:
@@ -382,7 +399,7 @@ class Publisher(Part):
         self._fill_window()
 
     def _collect_acks(self) -> None:
-        done: list[int] = []
+        done: list[Key] = []
         while self._acked:
             mid = self._acked.popleft()
             entry = self._inflight.pop(mid, None)
@@ -390,57 +407,75 @@ class Publisher(Part):
                 done.append(entry[0])
         # An ack can arrive before publish() has returned its mid to us; paho marks the
         # message info as published on PUBACK, so those are caught here.
-        for mid, (oid, info) in list(self._inflight.items()):
+        for mid, (key, info) in list(self._inflight.items()):
             if info.is_published():
                 del self._inflight[mid]
-                done.append(oid)
+                done.append(key)
         if done:
+            visits = [oid for kind, oid in done if kind == "visit"]
+            checks = [oid for kind, oid in done if kind == "check"]
             try:
-                self.store.mark_delivered(done)
+                self.store.mark_delivered(visits, check_ids=checks)
             except Exception:
                 # Still published: keep them out of the window until they can be marked.
-                for oid in done:
-                    self._acked_unmarked(oid)
+                for key in done:
+                    self._acked_unmarked(key)
                 raise
             self._inflight_ids.difference_update(done)
             self.delivered += len(done)
 
-    def _acked_unmarked(self, oid: int) -> None:
-        info = mqtt.MQTTMessageInfo(-oid)
+    def _acked_unmarked(self, key: Key) -> None:
+        self._unmarked_mid -= 1
+        info = mqtt.MQTTMessageInfo(self._unmarked_mid)
         info._set_as_published()
-        self._inflight[-oid] = (oid, info)
+        self._inflight[self._unmarked_mid] = (key, info)
 
     def _fill_window(self) -> int:
-        room = WINDOW - len(self._inflight)
-        if room <= 0:
-            return 0
+        """Publish waiting visits, then waiting checks, while the window has room."""
+        sent = 0
+        limit = WINDOW + len(self._inflight)
+        for pending in (self.store.pending_outbox, self.store.pending_check_outbox):
+            room = WINDOW - len(self._inflight)
+            if room <= 0:
+                break
+            sent += self._send(pending(limit=limit), room)
+        return sent
+
+    def _send(self, entries: list[OutboxEntry] | list[CheckOutboxEntry], room: int) -> int:
         client = self.client
         assert client is not None
         sent = 0
-        for entry in self.store.pending_outbox(limit=WINDOW + len(self._inflight)):
-            if entry.id in self._inflight_ids:
+        for entry in entries:
+            record = entry.visit if isinstance(entry, OutboxEntry) else entry.check
+            kind = "visit" if isinstance(entry, OutboxEntry) else "check"
+            if (kind, entry.id) in self._inflight_ids:
                 continue
             if not self._connected or sent >= room:
                 break
-            if not entry.visit.clock_synced:
+            if not record.clock_synced:
                 now = time.monotonic()
-                if self._unsynced_since is None:
-                    self._unsynced_since = now
+                if kind not in self._unsynced_since:
+                    self._unsynced_since[kind] = now
                     log.info(
-                        "mqtt: holding visits stamped before the wall clock was trusted "
+                        "mqtt: holding %ss stamped before the wall clock was trusted "
                         "(up to %.0f s) so that they are sent with corrected times",
+                        kind,
                         UNSYNCED_HOLD_S,
                     )
-                if now - self._unsynced_since < UNSYNCED_HOLD_S:
-                    break  # in order: later visits wait behind it
+                if now - self._unsynced_since[kind] < UNSYNCED_HOLD_S:
+                    break  # in order: later ones wait behind it
             else:
-                self._unsynced_since = None
-            payload = encode(visit_payload(entry.visit, self.cfg.publish_temperature))
-            info = client.publish(self.topics["visit"], payload, qos=1, retain=False)
+                self._unsynced_since.pop(kind, None)
+            temperature = self.cfg.publish_temperature
+            if isinstance(entry, OutboxEntry):
+                payload = encode(visit_payload(entry.visit, temperature, self.sender))
+            else:
+                payload = encode(check_payload(entry.check, temperature, self.sender))
+            info = client.publish(self.topics[kind], payload, qos=1, retain=False)
             # Queued by paho even if the connection dropped just now (rc NO_CONN): it is
             # re-sent after the reconnect, so it stays in flight either way.
-            self._inflight[info.mid] = (entry.id, info)
-            self._inflight_ids.add(entry.id)
+            self._inflight[info.mid] = ((kind, entry.id), info)
+            self._inflight_ids.add((kind, entry.id))
             sent += 1
         return sent
 

@@ -18,20 +18,20 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from kiosk.config import ConfigError, MqttConfig, read_secret
+from kiosk.config import BrokerConfig, ConfigError, read_secret
 from kiosk.wire import STATUS_OFFLINE
 
 # Messages handed to paho and not yet acknowledged; paho re-sends these after a reconnect.
 WINDOW = 100
 
 
-def read_password(cfg: MqttConfig) -> str | None:
+def read_password(cfg: BrokerConfig) -> str | None:
     """The broker password from ``password_env``, ``password_file`` or the systemd credential
     ``mqtt_password``; a configured file that is missing is a ConfigError."""
     return read_secret(cfg.password_env, cfg.password_file, "mqtt_password", "mqtt.password_file")
 
 
-def check_files(cfg: MqttConfig) -> None:
+def check_files(cfg: BrokerConfig) -> None:
     for key in ("ca_file", "cert_file", "key_file"):
         value = getattr(cfg, key)
         if value and not Path(value).is_file():
@@ -53,13 +53,21 @@ _paho_log.addFilter(_PahoNoise())
 
 
 def make_client(
-    cfg: MqttConfig, client_id: str, password: str | None, *, will_topic: str | None = None
+    cfg: BrokerConfig,
+    client_id: str,
+    password: str | None,
+    *,
+    will_topic: str | None = None,
+    manual_ack: bool = False,
 ) -> mqtt.Client:
-    """An MQTT 5 client with auth, TLS, LWT and reconnect backoff; not yet connected."""
+    """An MQTT 5 client with auth, TLS, LWT and reconnect backoff; not yet connected.
+    `manual_ack`: a received QoS 1 message is acknowledged only by ``client.ack(mid, qos)``
+    (kiosk-collect, after its row is committed)."""
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
     )
     client.enable_logger(_paho_log)
     client.suppress_exceptions = True  # a bug in a callback must not kill the network thread
@@ -82,9 +90,26 @@ def make_client(
     return client
 
 
-def connect_bounded(client: mqtt.Client, cfg: MqttConfig, max_packet: int) -> None:
+def connect_bounded(
+    client: mqtt.Client,
+    cfg: BrokerConfig,
+    max_packet: int,
+    *,
+    session_expiry_s: int = 0,
+    receive_max: int | None = None,
+) -> None:
     """Connect in the background (paho retries with the backoff), asking the broker never to
-    send this client a packet over `max_packet` bytes."""
+    send this client a packet over `max_packet` bytes.
+
+    `session_expiry_s` > 0 resumes a persistent session (the broker keeps the subscriptions
+    and queues QoS 1 messages while the client is away, for that long); `receive_max` bounds
+    the QoS 1 messages the broker has in flight to this client unacknowledged."""
     props = Properties(PacketTypes.CONNECT)
     props.MaximumPacketSize = max_packet
-    client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=True, properties=props)
+    if session_expiry_s:
+        props.SessionExpiryInterval = session_expiry_s
+    if receive_max:
+        props.ReceiveMaximum = receive_max
+    client.connect_async(
+        cfg.host, cfg.port, cfg.keepalive_s, clean_start=not session_expiry_s, properties=props
+    )

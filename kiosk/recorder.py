@@ -55,12 +55,14 @@ class Recorder(Part):
         on_visit: Callable[[Visit], None],
         max_queued: int = MAX_QUEUED,
         spill_path: Path | None = None,
+        on_check: Callable[[Check], None] | None = None,
     ) -> None:
         self.store = store
         self.counters = counters
         self.clock = clock
         self.outbox = outbox
         self.on_visit = on_visit
+        self.on_check = on_check  # a stored check (its outbox entry is committed with it)
         self.queue: deque[Record] = deque()
         self.max_queued = max_queued
         self.spill_path = spill_path
@@ -122,6 +124,8 @@ class Recorder(Part):
                 self.on_visit(record)
             else:
                 log.info("temperature check %s: no demographics recorded", record.status)
+                if self.on_check is not None:
+                    self.on_check(record)
         if self._failing:
             self._failing = False
             log.info("storage recovered: every queued record is stored")
@@ -131,7 +135,7 @@ class Recorder(Part):
             if isinstance(record, Visit):
                 self.store.add_visit(record, outbox=self.outbox)
             else:
-                self.store.add_check(record)
+                self.store.add_check(record, outbox=self.outbox)
         except IntegrityError:
             # Already stored by an earlier try whose commit reached the disk.
             log.warning("record %s was already stored", record.id)

@@ -94,11 +94,12 @@ class Source:
     """Where to read and how to render: from --config and/or --db/--tz/--device."""
 
     url: str
-    tz: ZoneInfo
+    tz: ZoneInfo | None  # None only for the central database: each device's own zone
     device_id: str | None
     retention_days: int | None
     report: ReportConfig | None = None  # the config's report section (nightly)
     report_folder: Path | None = None
+    site: str | None = None  # central database: devices whose id starts with this
 
 
 # ---- rendering -------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def local_text(t: datetime, tz: ZoneInfo) -> tuple[str, str]:
     return local.strftime("%Y-%m-%d %H:%M:%S"), "UTC" + local.isoformat()[-6:]
 
 
-def _numbers(p: PeriodCounts) -> tuple[int, ...]:
+def period_numbers(p: PeriodCounts) -> tuple[int, ...]:
     return (
         p.total,
         *(p.by_gender(g) for g in GENDERS),
@@ -127,9 +128,9 @@ def period_records(periods: Iterable[PeriodCounts], tz: ZoneInfo) -> Records:
     total: PeriodCounts | None = None
     for p in periods:
         total = p if total is None else add_up([total, p], p.bucket)
-        yield (p.bucket.day.isoformat(), *local_text(p.bucket.start, tz), *_numbers(p))
+        yield (p.bucket.day.isoformat(), *local_text(p.bucket.start, tz), *period_numbers(p))
     if total is not None:
-        yield (TOTAL, None, None, *_numbers(total))
+        yield (TOTAL, None, None, *period_numbers(total))
 
 
 def _utc_text(t: datetime) -> str:
@@ -143,7 +144,7 @@ def export_records(
 
     def records() -> Records:
         try:
-            yield from (_export_row(v, tz, temperature) for v in visits)
+            yield from (export_row(v, tz, temperature) for v in visits)
         finally:  # a query's generator ends its session now, not at garbage collection
             if close := getattr(visits, "close", None):
                 close()
@@ -151,7 +152,7 @@ def export_records(
     return columns, records()
 
 
-def _export_row(v: Visit, tz: ZoneInfo, temperature: bool) -> tuple:
+def export_row(v: Visit, tz: ZoneInfo, temperature: bool) -> tuple:
     row = (
         v.id,
         v.device_id,
@@ -323,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev = src.add_mutually_exclusive_group()
     dev.add_argument("--device", metavar="ID", help="only this device (default: config's)")
     dev.add_argument("--all-devices", action="store_true", help="every device in the database")
+    dev.add_argument(
+        "--site", metavar="PREFIX", help="central database: devices whose id starts with this"
+    )
     common.add_argument(
         "--out", metavar="FILE", help="output file (default stdout); {date} is replaced"
     )
@@ -334,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("day", "hour"),
         default="day",
         help="day, or a block of rows per local hour",
+    )
+    by.add_argument(
+        "--per-device",
+        action="store_true",
+        help="central database: the rows of each device (a device_id column)",
     )
 
     p = argparse.ArgumentParser(prog="kiosk-report", description=(__doc__ or "").split("\n\n")[0])
@@ -379,18 +388,41 @@ def resolve_source(args: argparse.Namespace) -> Source:
     if "://" not in url:
         url = f"sqlite:///{Path(url).resolve()}"
     zone = args.tz or (cfg.timezone if cfg else None)
-    if not zone:
-        raise InputError("--db needs --tz ZONE, the store's timezone (e.g. Europe/Berlin)")
-    try:
-        tz = ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InputError(
-            f"unknown timezone {zone!r} (use an IANA name like Europe/Berlin)"
-        ) from None
-    device = None if args.all_devices else (args.device or (cfg.device_id if cfg else None))
+    tz = None  # the central database can do without: each device's own zone
+    if zone:
+        try:
+            tz = ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InputError(
+                f"unknown timezone {zone!r} (use an IANA name like Europe/Berlin)"
+            ) from None
+    wide = args.all_devices or args.site
+    device = None if wide else (args.device or (cfg.device_id if cfg else None))
     if cfg is None:
-        return Source(url, tz, device, None)
-    return Source(url, tz, device, cfg.store.retention_days, cfg.report, cfg.report_folder)
+        return Source(url, tz, device, None, site=args.site)
+    return Source(
+        url, tz, device, cfg.store.retention_days, cfg.report, cfg.report_folder, args.site
+    )
+
+
+def central(url: str) -> bool:
+    """True when `url` is kiosk-collect's PostgreSQL (not one kiosk's own store)."""
+    if sqlite_path(url) is not None or not url.startswith("postgresql"):
+        return False
+    if why := url_problem(url):
+        raise InputError(f"database {redact_url(url)}: {why}")
+    try:
+        from kiosk.centraldb.query import is_central
+    except ImportError as exc:
+        why = f"{exc.name} is not installed: pip install 'kioskd[central]'"
+        raise InputError(f"the central database needs the central extra ({why})") from None
+    from kiosk.store import make_engine
+
+    engine = make_engine(url)
+    try:
+        return is_central(engine)
+    finally:
+        engine.dispose()
 
 
 def open_store(url: str, read_only: bool = True) -> Store:
@@ -414,8 +446,21 @@ def open_store(url: str, read_only: bool = True) -> Store:
         raise InputError(f"cannot read the database {path or redact_url(url)}: {exc}") from None
 
 
-def yesterday(tz: ZoneInfo) -> date:
-    return datetime.now(tz).date() - timedelta(days=1)
+def yesterday(tz: ZoneInfo | None) -> date:
+    return datetime.now(tz or UTC).date() - timedelta(days=1)
+
+
+def period(args: argparse.Namespace, tz: ZoneInfo | None) -> tuple[date, date]:
+    """The first and last local day a subcommand covers (--date, or --from and --to)."""
+    if args.command in ("daily", "chart", "nightly"):
+        day = args.date or yesterday(tz)
+        return day, day
+    first, last = args.first, args.last
+    if first > last:
+        raise InputError(f"--from {first} is after --to {last}")
+    if args.command == "range" and (last - first).days >= MAX_RANGE_DAYS:
+        raise InputError(f"range covers more than {MAX_RANGE_DAYS} days; split it")
+    return first, last
 
 
 def out_path(template: str | None, first: date, last: date) -> str | None:
@@ -445,6 +490,19 @@ def warn_unsynced(
 
 def run(args: argparse.Namespace) -> int:
     source = resolve_source(args)
+    if central(source.url):
+        from kiosk.reportcentral import run_central
+
+        return run_central(args, source)
+    if source.tz is None:
+        raise InputError("--db needs --tz ZONE, the store's timezone (e.g. Europe/Berlin)")
+    if args.site or getattr(args, "per_device", False):
+        raise InputError("--site and --per-device need the central database (kiosk-collect)")
+    return run_store(args, source, source.tz)
+
+
+def run_store(args: argparse.Namespace, source: Source, tz: ZoneInfo) -> int:
+    """A subcommand on one kiosk's own database."""
     if args.command == "purge":
         days = args.older_than or source.retention_days
         if days is None:
@@ -454,11 +512,11 @@ def run(args: argparse.Namespace) -> int:
         store = open_store(source.url, read_only=args.dry_run)
         try:
             visits, checks = apply_retention(
-                store, days, source.tz, device_id=source.device_id, dry_run=args.dry_run
+                store, days, tz, device_id=source.device_id, dry_run=args.dry_run
             )
         finally:
             store.close()
-        cutoff = retention_cutoff(days, source.tz).astimezone(source.tz)
+        cutoff = retention_cutoff(days, tz).astimezone(tz)
         verb = "would purge" if args.dry_run else "purged"
         devices = f"device {source.device_id}" if source.device_id else "all devices"
         print(
@@ -468,47 +526,38 @@ def run(args: argparse.Namespace) -> int:
 
     store = open_store(source.url)
     try:
+        first, last = period(args, tz)
         if args.command == "nightly":
-            return run_nightly(store, source, args.date or yesterday(source.tz))
-        if args.command in ("daily", "chart"):
-            first = last = args.date or yesterday(source.tz)
-        else:
-            first, last = args.first, args.last
-            if first > last:
-                raise InputError(f"--from {first} is after --to {last}")
-            if args.command == "range" and (last - first).days >= MAX_RANGE_DAYS:
-                raise InputError(f"range covers more than {MAX_RANGE_DAYS} days; split it")
+            return run_nightly(store, source, tz, first)
         if args.command == "chart":
-            (counts,) = count_periods(store, [first], source.tz, "day", source.device_id)
+            (counts,) = count_periods(store, [first], tz, "day", source.device_id)
             with open_output(out_path(args.out, first, first), binary=True) as out:
                 render_chart(counts, source.device_id, out)
             return EXIT_OK
         if args.command == "export":
-            start, end = days_bounds(first, last, source.tz)
+            start, end = days_bounds(first, last, tz)
             in_period = store.iter_visits(start, end, source.device_id)
-            columns, records = export_records(in_period, source.tz, args.temperature)
+            columns, records = export_records(in_period, tz, args.temperature)
         else:
-            periods = count_periods(
-                store, days_between(first, last), source.tz, args.by, source.device_id
-            )
-            columns, records = PERIOD_COLUMNS, period_records(periods, source.tz)
+            periods = count_periods(store, days_between(first, last), tz, args.by, source.device_id)
+            columns, records = PERIOD_COLUMNS, period_records(periods, tz)
         # closing: a reader that leaves early (`| head`) must not leave a query open behind
         # the store's close, to fail later at garbage collection.
         with closing(records), open_output(out_path(args.out, first, last)) as out:
             write_table(out, columns, records, args.format)
-        warn_unsynced(store, first, last, source.tz, source.device_id)
+        warn_unsynced(store, first, last, tz, source.device_id)
         return EXIT_OK
     finally:
         store.close()
 
 
-def run_nightly(store: Store, source: Source, day: date) -> int:
+def run_nightly(store: Store, source: Source, tz: ZoneInfo, day: date) -> int:
     from kiosk.deliver import nightly
 
     if source.report is None or source.report_folder is None:
         raise InputError("nightly needs --config (its report section says where files go)")
-    code = nightly(store, day, source.tz, source.device_id, source.report, source.report_folder)
-    warn_unsynced(store, day, day, source.tz, source.device_id)
+    code = nightly(store, day, tz, source.device_id, source.report, source.report_folder)
+    warn_unsynced(store, day, day, tz, source.device_id)
     return code
 
 

@@ -83,6 +83,7 @@ class Daemon:
             self.store, self.counters, ClockTrust(clock_mode(cfg)), cfg.mqtt.enabled,
             on_visit=self._visit_committed,
             spill_path=(self.store.path.parent if self.store.path else cfg.state_path) / SPILL_NAME,
+            on_check=lambda _check: self.publisher.wake(),  # publish it now, not at the next poll
         )  # fmt: skip
         self.gate = build_gate(cfg.gate, cfg.thermal, self.counters, cfg.mqtt)
         self.source = CameraSource.from_config(cfg.camera)

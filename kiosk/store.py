@@ -31,7 +31,7 @@ from sqlalchemy import (
     inspect,
     literal,
     select,
-    text,
+    true,
     update,
 )
 from sqlalchemy.engine import CursorResult, Engine, make_url
@@ -41,14 +41,14 @@ from sqlalchemy.sql import Delete
 
 from kiosk.config import ConfigError
 from kiosk.dbfile import DatabaseInUse, FileIdentity, WriterLock, save_copy
-from kiosk.labels import VisitStatus
+from kiosk.labels import CheckStatus, VisitStatus
 from kiosk.lifecycle import Part
 from kiosk.logsetup import redact_url
 from kiosk.visit import Check, Visit
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class StoreError(Exception):
@@ -80,7 +80,7 @@ class VisitRow(Base):
     frames: Mapped[int] = mapped_column(Integer)
     model_version: Mapped[str] = mapped_column(String(64))
     # v2: false while the wall clock was not trusted yet (kiosk/clock.py).
-    clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=text("1"))
+    clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=true())
     # v4: the skin reading the body estimate (temperature_c) came from; NULL before v4.
     skin_c: Mapped[float | None] = mapped_column(Float, nullable=True)
     __table_args__ = (Index("ix_visits_started_at", "started_at", "device_id"),)
@@ -95,7 +95,7 @@ class CheckRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(12))
     temperature_c: Mapped[float | None] = mapped_column(Float, nullable=True)
-    clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=text("1"))
+    clock_synced: Mapped[bool] = mapped_column(Boolean, server_default=true())
     skin_c: Mapped[float | None] = mapped_column(Float, nullable=True)  # v4
     __table_args__ = (Index("ix_checks_at", "at", "device_id"),)
 
@@ -107,6 +107,16 @@ class OutboxRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # Indexed (v3): retention's cascade looks the outbox up per deleted visit.
     visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+
+
+class CheckOutboxRow(Base):
+    """A check waiting to be published (v4), like OutboxRow for a visit."""
+
+    __tablename__ = "check_outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    check_id: Mapped[str] = mapped_column(ForeignKey("checks.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
 
@@ -140,10 +150,27 @@ def visit_from_row(row: VisitRow) -> Visit:
     )
 
 
+def check_from_row(row: CheckRow) -> Check:
+    return Check(
+        id=row.id,
+        device_id=row.device_id,
+        at=from_utc_naive(row.at),
+        status=cast(CheckStatus, row.status),
+        temperature_c=row.temperature_c,
+        clock_synced=row.clock_synced,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     id: int
     visit: Visit
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutboxEntry:
+    id: int
+    check: Check
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -153,20 +180,35 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
+# The drivers the install extras ship: `postgresql://` means psycopg 3 (kioskd[postgres]).
+_DRIVERS = {"postgresql": "postgresql+psycopg"}
+_EXTRAS = {"postgresql": "pip install 'kioskd[postgres]'"}
+
+
+def normalize_url(url: str) -> str:
+    """`url` with the shipped driver named where it names only the database kind."""
+    u = make_url(url)
+    if u.drivername in _DRIVERS:
+        u = u.set(drivername=_DRIVERS[u.drivername])
+    return u.render_as_string(hide_password=False)
+
+
 def url_problem(url: str) -> str | None:
     """Why `url` cannot be a kiosk database, or None; the password never appears in it."""
     try:
-        u = make_url(url)
+        u = make_url(normalize_url(url))
     except ArgumentError:
         return "not a database URL (e.g. sqlite:////var/lib/kiosk/kiosk.db)"
     try:
         dialect = u.get_dialect()
     except NoSuchModuleError:
-        return f"unknown database kind {u.drivername!r} (sqlite or postgresql+psycopg, say)"
+        return f"unknown database kind {u.drivername!r} (sqlite or postgresql, say)"
     try:
         dialect.import_dbapi()
     except ImportError as exc:
-        return f"{u.drivername}: its Python driver is not installed ({exc.name or exc})"
+        hint = _EXTRAS.get(u.get_backend_name())
+        how = f"; install it: {hint}" if hint else ""
+        return f"{u.drivername}: its Python driver is not installed ({exc.name or exc}){how}"
     if u.get_backend_name() == "sqlite" and u.database and Path(u.database).is_dir():
         return f"{u.database} is a directory, not a database file"
     return None
@@ -194,7 +236,7 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
     """An engine with the SQLite pragmas; read-only opens the file with mode=ro."""
     path = sqlite_path(url)
     if path is None:
-        return create_engine(url)
+        return create_engine(normalize_url(url), pool_pre_ping=True)
     if read_only:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: database not found")
@@ -246,6 +288,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE visits ADD COLUMN skin_c FLOAT",
         "ALTER TABLE checks ADD COLUMN skin_c FLOAT",
     ),
+    # Checks are published too (kiosk-collect counts them): create_all adds check_outbox.
+    4: (),
 }
 
 
@@ -348,7 +392,9 @@ class Store(Part):
     def _prove_writable(self) -> None:
         """A real write at start, so an unwritable file or a full disk stops kioskd before
         READY instead of every record failing later."""
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        # Microseconds: a restart within the same second must still write (an unchanged
+        # value is no UPDATE at all, and an unwritable file would pass).
+        stamp = datetime.now(UTC).isoformat(timespec="microseconds")
         try:
             with self._sessions.begin() as s:
                 s.merge(Meta(key="last_start", value=stamp))
@@ -417,7 +463,8 @@ class Store(Part):
                 s.flush()
                 s.add(OutboxRow(visit_id=visit.id, created_at=to_utc_naive(visit.ended_at)))
 
-    def add_check(self, check: Check) -> None:
+    def add_check(self, check: Check, outbox: bool = False) -> None:
+        """Commit a check (and its outbox entry in the same transaction)."""
         self.follow_file()
         with self._sessions.begin() as s:
             s.add(
@@ -431,6 +478,9 @@ class Store(Part):
                     skin_c=check.skin_c,
                 )
             )
+            if outbox:
+                s.flush()
+                s.add(CheckOutboxRow(check_id=check.id, created_at=to_utc_naive(check.at)))
 
     def restamp(self, visits: Mapping[str, timedelta], checks: Mapping[str, timedelta]) -> int:
         """Shift records stamped before the clock was trusted and mark them synced.
@@ -455,6 +505,10 @@ class Store(Part):
                     check_row.at = check_row.at + checks[check_row.id]
                     check_row.clock_synced = True
                     n += 1
+                    for c in s.scalars(
+                        select(CheckOutboxRow).where(CheckOutboxRow.check_id == check_row.id)
+                    ):
+                        c.created_at = c.created_at + checks[check_row.id]
         return n
 
     def visits(self, start: datetime, end: datetime, device_id: str | None = None) -> list[Visit]:
@@ -586,47 +640,56 @@ class Store(Part):
 
     def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
         """Undelivered outbox entries in the order they were written."""
+        rows = self._pending(OutboxRow, VisitRow, OutboxRow.visit_id, limit)
+        return [OutboxEntry(oid, visit_from_row(row)) for oid, row in rows]
+
+    def pending_check_outbox(self, limit: int = 100) -> list[CheckOutboxEntry]:
+        """Undelivered check outbox entries in the order they were written."""
+        rows = self._pending(CheckOutboxRow, CheckRow, CheckOutboxRow.check_id, limit)
+        return [CheckOutboxEntry(oid, check_from_row(row)) for oid, row in rows]
+
+    def _pending(self, outbox, records, key, limit: int) -> list:
         q = (
-            select(OutboxRow.id, VisitRow)
-            .join(VisitRow, VisitRow.id == OutboxRow.visit_id)
-            .where(OutboxRow.delivered_at.is_(None))
-            .order_by(OutboxRow.id)
+            select(outbox.id, records)
+            .join(records, records.id == key)
+            .where(outbox.delivered_at.is_(None))
+            .order_by(outbox.id)
             .limit(limit)
         )
         with self.session() as s:
-            return [OutboxEntry(oid, visit_from_row(row)) for oid, row in s.execute(q)]
+            return [tuple(row) for row in s.execute(q)]
 
     def outbox_depth(self) -> int:
+        """Visits and checks waiting to be published."""
         with self.session() as s:
-            q = select(func.count()).where(OutboxRow.delivered_at.is_(None))
-            return s.scalar(q) or 0
+            visits = select(func.count()).where(OutboxRow.delivered_at.is_(None))
+            checks = select(func.count()).where(CheckOutboxRow.delivered_at.is_(None))
+            return (s.scalar(visits) or 0) + (s.scalar(checks) or 0)
 
-    def mark_delivered(self, ids: Sequence[int], at: datetime | None = None) -> None:
-        if not ids:
+    def mark_delivered(
+        self, ids: Sequence[int], at: datetime | None = None, check_ids: Sequence[int] = ()
+    ) -> None:
+        """Mark visit outbox entries `ids` and check outbox entries `check_ids` delivered."""
+        if not ids and not check_ids:
             return
         when = to_utc_naive(at or datetime.now(UTC))
         with self._sessions.begin() as s:
-            s.execute(update(OutboxRow).where(OutboxRow.id.in_(ids)).values(delivered_at=when))
+            for table, chosen in ((OutboxRow, ids), (CheckOutboxRow, check_ids)):
+                if chosen:
+                    s.execute(update(table).where(table.id.in_(chosen)).values(delivered_at=when))
 
     def trim_outbox(self, max_age_s: float, max_count: int, now: datetime | None = None) -> int:
         """Drop undelivered entries older than max_age_s or beyond max_count (oldest first),
         and delivered entries; returns how many undelivered entries were dropped. Visits
         stamped before the clock was trusted have no meaningful age: only the count bounds
         them."""
-        now_n = to_utc_naive(now or datetime.now(UTC))
-        dropped = 0
+        cutoff = to_utc_naive(now or datetime.now(UTC)) - timedelta(seconds=max_age_s)
         with self._sessions.begin() as s:
-            s.execute(delete(OutboxRow).where(OutboxRow.delivered_at.is_not(None)))
-            cutoff = now_n - timedelta(seconds=max_age_s)
             synced = select(VisitRow.id).where(VisitRow.clock_synced.is_(True))
-            old = delete(OutboxRow).where(
-                OutboxRow.created_at < cutoff, OutboxRow.visit_id.in_(synced)
-            )
-            dropped += _deleted(s, old)
-            pending = s.scalar(select(func.count()).select_from(OutboxRow)) or 0
-            if pending > max_count:
-                oldest = select(OutboxRow.id).order_by(OutboxRow.id).limit(pending - max_count)
-                dropped += _deleted(s, delete(OutboxRow).where(OutboxRow.id.in_(oldest)))
+            dropped = _trim(s, OutboxRow, OutboxRow.visit_id.in_(synced), cutoff, max_count)
+            synced = select(CheckRow.id).where(CheckRow.clock_synced.is_(True))
+            table = CheckOutboxRow
+            dropped += _trim(s, table, table.check_id.in_(synced), cutoff, max_count)
         return dropped
 
     def _older(self, cutoff: datetime, device_id: str | None):
@@ -645,6 +708,8 @@ class Store(Part):
         with self._sessions.begin() as s:
             old = select(VisitRow.id).where(*visits_where)
             s.execute(delete(OutboxRow).where(OutboxRow.visit_id.in_(old)))
+            old = select(CheckRow.id).where(*checks_where)
+            s.execute(delete(CheckOutboxRow).where(CheckOutboxRow.check_id.in_(old)))
             visits = _deleted(s, delete(VisitRow).where(*visits_where))
             checks = _deleted(s, delete(CheckRow).where(*checks_where))
         return visits, checks
@@ -663,6 +728,20 @@ class Store(Part):
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
+
+
+def _trim(
+    s: Session, table: type[OutboxRow] | type[CheckOutboxRow], synced, cutoff: datetime, n: int
+) -> int:
+    """One outbox's trim: delivered entries, synced ones older than `cutoff`, then the oldest
+    beyond `n`; returns how many undelivered entries were dropped."""
+    s.execute(delete(table).where(table.delivered_at.is_not(None)))
+    dropped = _deleted(s, delete(table).where(table.created_at < cutoff, synced))
+    pending = s.scalar(select(func.count()).select_from(table)) or 0
+    if pending > n:
+        oldest = select(table.id).order_by(table.id).limit(pending - n)
+        dropped += _deleted(s, delete(table).where(table.id.in_(oldest)))
+    return dropped
 
 
 def _deleted(session: Session, statement: Delete) -> int:

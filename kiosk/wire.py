@@ -39,6 +39,9 @@ CAMERA_STATES: tuple[str, ...] = (
 MAX_PAYLOAD_BYTES = 16_384
 _MAX_TEXT = 64  # ids, device ids, model versions: the store's column width
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+# The one time format sent: extended ISO 8601 in UTC, so that every reader (Python here,
+# PostgreSQL reading the same JSON in kiosk-collect) takes it for the same instant.
+_UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z", re.ASCII)
 
 
 class PayloadError(ValueError):
@@ -65,13 +68,18 @@ def safe_id(text: str) -> str:
     return _ID_BAD.sub("_", text)
 
 
-def iso_utc(t: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z`` suffix and millisecond precision."""
+def iso_utc(t: datetime | None, timespec: str = "milliseconds") -> str | None:
+    """ISO 8601 in UTC with a ``Z`` suffix, in milliseconds unless told otherwise."""
     if t is None:
         return None
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return t.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def _exact(t: datetime) -> str | None:
+    """A stored record's time as stored (microseconds): a central copy equals the kiosk's."""
+    return iso_utc(t, "microseconds")
 
 
 def encode(payload: dict[str, Any]) -> str:
@@ -80,21 +88,46 @@ def encode(payload: dict[str, Any]) -> str:
 
 
 def _temperature(t: float | None) -> float | None:
-    return None if t is None else round(float(t), 2)
+    return None if t is None else float(t)
 
 
-def visit_payload(visit: Visit, publish_temperature: bool) -> dict[str, Any]:
-    """The JSON object sent on ``<prefix>/<device_id>/visit``."""
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """What every visit and check carries about the kiosk that sent it: its time zone (so a
+    central report renders each device's local day) and its software version."""
+
+    timezone: str
+    software_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A visit or check message parsed back: the stored record and who sent it."""
+
+    record: Visit | Check
+    sender: Sender
+
+
+def _sender_fields(sender: Sender) -> dict[str, str]:
+    return {"timezone": sender.timezone, "software_version": sender.software_version}
+
+
+def visit_payload(visit: Visit, publish_temperature: bool, sender: Sender) -> dict[str, Any]:
+    """The JSON object sent on ``<prefix>/<device_id>/visit``: the stored record, field for
+    field (temperature only when configured), and its sender."""
     p: dict[str, Any] = {
         "id": visit.id,
         "device_id": visit.device_id,
-        "started_at": iso_utc(visit.started_at),
-        "ended_at": iso_utc(visit.ended_at),
+        "started_at": _exact(visit.started_at),
+        "ended_at": _exact(visit.ended_at),
         "age_group": visit.age_group,
-        "age_confidence": round(float(visit.age_confidence), 4),
+        "age_confidence": float(visit.age_confidence),
         "gender": visit.gender,
-        "gender_confidence": round(float(visit.gender_confidence), 4),
+        "gender_confidence": float(visit.gender_confidence),
         "temperature_status": visit.temperature_status,
+        "frames": visit.frames,
+        "model_version": visit.model_version,
+        **_sender_fields(sender),
     }
     if not visit.clock_synced:
         # Stamped before the wall clock was trusted (kiosk/clock.py): the times may be off.
@@ -104,13 +137,14 @@ def visit_payload(visit: Visit, publish_temperature: bool) -> dict[str, Any]:
     return p
 
 
-def check_payload(check: Check, publish_temperature: bool) -> dict[str, Any]:
+def check_payload(check: Check, publish_temperature: bool, sender: Sender) -> dict[str, Any]:
     """The JSON object sent on ``<prefix>/<device_id>/check``: no face data, ever."""
     p: dict[str, Any] = {
         "id": check.id,
         "device_id": check.device_id,
-        "at": iso_utc(check.at),
+        "at": _exact(check.at),
         "status": check.status,
+        **_sender_fields(sender),
     }
     if not check.clock_synced:
         p["clock_synced"] = False
@@ -203,6 +237,8 @@ class _Fields:
         value = self.get(key)
         if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
             raise self.fail(key, f"must be a string of 1 to {_MAX_TEXT} characters")
+        if not value.isprintable():
+            raise self.fail(key, "has control characters")
         if choices is not None and value not in choices:
             raise self.fail(key, f"must be one of {', '.join(choices)}, got {value[:40]!r}")
         if pattern is not None and not pattern.fullmatch(value):
@@ -237,8 +273,8 @@ class _Fields:
 
     def time(self, key: str) -> datetime:
         value = self.get(key)
-        if not isinstance(value, str) or not value.endswith("Z") or len(value) > 40:
-            raise self.fail(key, "must be an ISO 8601 UTC time ending in Z")
+        if not isinstance(value, str) or not _UTC_TIME.fullmatch(value):
+            raise self.fail(key, "must be an ISO 8601 UTC time YYYY-MM-DDTHH:MM:SS[.ffffff]Z")
         try:
             t = datetime.fromisoformat(value[:-1] + "+00:00")
         except ValueError:
@@ -280,10 +316,11 @@ def decode(payload: bytes | str, where: str) -> _Fields:
     return _Fields(data, where)
 
 
-def parse_visit(payload: bytes | str) -> Visit:
-    """A visit payload back as the stored record (``frames`` and ``model_version`` are not
-    sent: 0 and "")."""
-    f = decode(payload, "visit")
+def _sender(f: _Fields) -> Sender:
+    return Sender(timezone=f.zone("timezone"), software_version=f.text("software_version"))
+
+
+def _visit(f: _Fields) -> Visit:
     started, ended = f.time("started_at"), f.time("ended_at")
     if ended < started:
         raise f.fail("ended_at", "is before started_at")
@@ -298,15 +335,13 @@ def parse_visit(payload: bytes | str) -> Visit:
         gender_confidence=f.number("gender_confidence", 0.0, 1.0),
         temperature_c=f.temperature(),
         temperature_status=cast(VisitStatus, f.text("temperature_status", VISIT_STATUSES)),
-        frames=0,
-        model_version="",
+        frames=f.count("frames"),
+        model_version=f.text("model_version"),
         clock_synced=f.flag("clock_synced", True),
     )
 
 
-def parse_check(payload: bytes | str) -> Check:
-    """A check payload back as the stored record."""
-    f = decode(payload, "check")
+def _check(f: _Fields) -> Check:
     return Check(
         id=f.text("id"),
         device_id=f.text("device_id", pattern=DEVICE_ID),
@@ -315,6 +350,28 @@ def parse_check(payload: bytes | str) -> Check:
         temperature_c=f.temperature(),
         clock_synced=f.flag("clock_synced", True),
     )
+
+
+def parse_event(kind: str, payload: bytes | str) -> Event:
+    """A ``visit`` or ``check`` message back as its record and sender; a PayloadError names
+    the first key that breaks the contract."""
+    f = decode(payload, kind)
+    record: Visit | Check = _visit(f) if kind == "visit" else _check(f)
+    return Event(record, _sender(f))
+
+
+def parse_visit(payload: bytes | str) -> Visit:
+    """A visit payload back as the stored record."""
+    record = parse_event("visit", payload).record
+    assert isinstance(record, Visit)
+    return record
+
+
+def parse_check(payload: bytes | str) -> Check:
+    """A check payload back as the stored record."""
+    record = parse_event("check", payload).record
+    assert isinstance(record, Check)
+    return record
 
 
 def parse_stats(payload: bytes | str) -> Stats:

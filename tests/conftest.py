@@ -32,6 +32,15 @@ def config_key_paths(cls: type, prefix: str = ""):
             yield f"{prefix}{f.name}"
 
 
+def yaml_key_paths(data: dict, prefix: str = ""):
+    """Every dotted key a parsed YAML mapping holds, to compare with config_key_paths."""
+    for k, v in data.items():
+        if isinstance(v, dict):
+            yield from yaml_key_paths(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -6,23 +6,15 @@ import pytest
 import yaml
 
 from kiosk.config import EX_CONFIG, Config, ConfigError, load_config, parse_config
-from tests.conftest import ROOT, config_key_paths
+from tests.conftest import ROOT, config_key_paths, yaml_key_paths
 
 EXAMPLE = ROOT / "config.example.yaml"
-
-
-def _flatten(data, prefix=""):
-    for k, v in data.items():
-        if isinstance(v, dict):
-            yield from _flatten(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}"
 
 
 def test_example_config_is_valid_and_documents_every_key():
     cfg = load_config(EXAMPLE)
     assert cfg.camera.source == "demo"
-    documented = set(_flatten(yaml.safe_load(EXAMPLE.read_text())))
+    documented = set(yaml_key_paths(yaml.safe_load(EXAMPLE.read_text())))
     assert documented == set(config_key_paths(Config))
 
 

@@ -39,8 +39,13 @@ VISIT_KEYS = {
     "gender",
     "gender_confidence",
     "temperature_status",
+    "frames",
+    "model_version",
+    "timezone",
+    "software_version",
 }
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+ISO_Z_US = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")  # a record's own times
 
 
 def make_visit(
@@ -200,7 +205,7 @@ def test_payloads_topics_and_retained_flags(tmp_path, store, publishers):
         for v in visits:
             assert set(v) == VISIT_KEYS  # no temperature_c unless configured
             assert v["device_id"] == DEV
-            assert ISO_Z.match(v["started_at"]) and ISO_Z.match(v["ended_at"])
+            assert ISO_Z_US.match(v["started_at"]) and ISO_Z_US.match(v["ended_at"])
         assert [v["age_group"] for v in visits] == list(AGE_GROUPS[:3])  # outbox order
         assert wait_until(lambda: store.outbox_depth() == 0, 3)
 
@@ -254,7 +259,7 @@ def test_temperature_only_when_allowed_and_periodic_stats(tmp_path, store, publi
         run_publisher(publishers, cfg, store)
         assert sub.wait_for(lambda s: s.on(f"kiosk/{DEV}/visit"), 5)
         v = json.loads(sub.payloads(f"kiosk/{DEV}/visit")[0])
-        assert set(v) == VISIT_KEYS | {"temperature_c"} and v["temperature_c"] == 37.12
+        assert set(v) == VISIT_KEYS | {"temperature_c"} and v["temperature_c"] == 37.123
         assert sub.wait_for(lambda s: len(s.on(f"kiosk/{DEV}/stats")) >= 4, 3)
     # discovery off: nothing under homeassistant/ (checked on a fresh broker below)
     with Broker(tmp_path / "b2") as broker, Subscriber(broker.port, ["#"]) as sub:
@@ -441,3 +446,25 @@ def test_visits_from_an_untrusted_clock_wait_for_the_restamp(tmp_path, store, pu
         p.wake()
         assert sub.wait_for(lambda s: len(s.on(topic)) == 2, 5)
         assert json.loads(sub.payloads(topic)[1])["clock_synced"] is False
+
+
+@needs_mosquitto
+def test_checks_are_published_from_their_outbox(tmp_path, store, publishers):
+    """A failed and an unmeasured check go out on `check` (QoS 1, no face data), survive a
+    restart of the publisher undelivered, and are marked delivered once acknowledged."""
+    fail = Check(device_id=DEV, at=datetime.now(UTC), status="fail", temperature_c=38.4)
+    store.add_check(fail, outbox=True)
+    store.add_check(Check(DEV, datetime.now(UTC), "unmeasured", None), outbox=True)
+    store.add_check(Check(DEV, datetime.now(UTC), "fail", 38.0))  # no outbox: not sent
+    assert store.outbox_depth() == 2
+    with Broker(tmp_path) as broker, Subscriber(broker.port, ["#"]) as sub:
+        run_publisher(publishers, fast_cfg(broker.port), store, tz="Europe/Berlin")
+        topic = f"kiosk/{DEV}/check"
+        assert sub.wait_for(lambda s: len(s.on(topic)) == 2, 5)
+        sent = [json.loads(m.payload) for m in sub.on(topic)]
+        assert all(m.qos == 1 and not m.retain for m in sub.on(topic))
+        assert [c["status"] for c in sent] == ["fail", "unmeasured"]
+        assert sent[0]["id"] == fail.id and sent[0]["timezone"] == "Europe/Berlin"
+        assert set(sent[0]) == {"id", "device_id", "at", "status", "timezone",
+                                "software_version"}  # fmt: skip
+        assert wait_until(lambda: store.outbox_depth() == 0, 3)

@@ -1,6 +1,7 @@
 """The payload contract: what is built parses back to the same record, what is hostile is
 refused with the key named, and docs/mqtt.md names every key that is sent."""
 
+import dataclasses
 import json
 import re
 from datetime import UTC, date, datetime
@@ -14,10 +15,12 @@ from kiosk.wire import (
     MAX_PAYLOAD_BYTES,
     LastVisit,
     PayloadError,
+    Sender,
     Stats,
     check_payload,
     encode,
     parse_check,
+    parse_event,
     parse_stats,
     parse_visit,
     split_topic,
@@ -28,18 +31,19 @@ from kiosk.wire import (
 from tests.conftest import ROOT, new_check, new_visit
 
 AT = datetime(2026, 11, 28, 9, 14, 2, 120000, tzinfo=UTC)
+SENDER = Sender("Europe/Berlin", "0.1.0")
 
 
 def sent_fields(visit):
-    """What a visit payload carries: everything but frames and model_version."""
-    return {k: getattr(visit, k) for k in visit.__slots__ if k not in ("frames", "model_version")}
+    """What a visit payload carries: every field of the stored record."""
+    return {k: getattr(visit, k) for k in visit.__slots__}
 
 
 @pytest.mark.parametrize("temperature", [False, True])
 @pytest.mark.parametrize("synced", [False, True])
 def test_visit_round_trip(temperature, synced):
     visit = new_visit(AT, age="60-100", gender="male", clock_synced=synced, temperature_c=36.61)
-    back = parse_visit(encode(visit_payload(visit, temperature)))
+    back = parse_visit(encode(visit_payload(visit, temperature, SENDER)))
     expected = sent_fields(visit) | {"temperature_c": 36.61 if temperature else None}
     assert sent_fields(back) == expected
 
@@ -53,16 +57,28 @@ def test_visit_round_trip(temperature, synced):
 def test_visit_round_trip_any_labels(age, gender, conf, micros):
     visit = new_visit(AT.replace(microsecond=micros * 1000), age=age, gender=gender,
                       age_confidence=conf, gender_confidence=conf)  # fmt: skip
-    back = parse_visit(json.dumps(visit_payload(visit, False)).encode())
+    back = parse_visit(json.dumps(visit_payload(visit, False, SENDER)).encode())
     assert (back.age_group, back.gender, back.started_at) == (age, gender, visit.started_at)
-    assert back.age_confidence == round(conf, 4)
+    assert back.age_confidence == conf  # exactly: the central copy equals the stored one
 
 
 def test_check_round_trip():
     check = new_check(AT, "unmeasured", temperature_c=None, clock_synced=False)
-    assert parse_check(encode(check_payload(check, True))) == check
-    sent = check_payload(new_check(AT), False)
+    assert parse_check(encode(check_payload(check, True, SENDER))) == check
+    sent = check_payload(new_check(AT), False, SENDER)
     assert "temperature_c" not in sent and parse_check(encode(sent)).temperature_c is None
+
+
+def test_events_carry_their_sender():
+    visit, check = new_visit(AT), new_check(AT)
+    got = parse_event("visit", encode(visit_payload(visit, False, SENDER)))
+    assert got.sender == SENDER and got.record == dataclasses.replace(visit, temperature_c=None)
+    got = parse_event("check", encode(check_payload(check, True, SENDER)))
+    assert (got.record, got.sender) == (check, SENDER)
+    sent = check_payload(check, False, SENDER)
+    del sent["timezone"]
+    with pytest.raises(PayloadError, match="check.timezone: missing"):
+        parse_event("check", encode(sent))
 
 
 def test_stats_round_trip():
@@ -92,16 +108,24 @@ def test_stats_round_trip():
         ({"age_confidence": 1.5}, "visit.age_confidence"),
         ({"gender_confidence": True}, "visit.gender_confidence"),
         ({"started_at": "2026-11-28 09:14"}, "visit.started_at"),
+        ({"started_at": "2026-W48-6T09:14:02Z"}, "visit.started_at"),  # valid ISO, not ours
+        ({"started_at": "20261128T091402Z"}, "visit.started_at"),
         ({"ended_at": "2026-11-28T09:00:00.000Z"}, "visit.ended_at"),
         ({"device_id": "a/b"}, "visit.device_id"),
         ({"id": "x" * 65}, "visit.id"),
         ({"temperature_status": "fail"}, "visit.temperature_status"),
         ({"temperature_c": float("nan")}, "visit.temperature_c"),
         ({"clock_synced": "no"}, "visit.clock_synced"),
+        ({"frames": -1}, "visit.frames"),
+        ({"frames": 2.5}, "visit.frames"),
+        ({"model_version": ""}, "visit.model_version"),
+        ({"model_version": "a\x00b"}, "visit.model_version"),
+        ({"timezone": "Mars/Olympus"}, "visit.timezone"),
+        ({"software_version": None}, "visit.software_version"),
     ],
 )
 def test_bad_visit_names_the_key(change, key):
-    payload = visit_payload(new_visit(AT), True) | change
+    payload = visit_payload(new_visit(AT), True, SENDER) | change
     with pytest.raises(PayloadError, match=re.escape(key)):
         parse_visit(json.dumps(payload))
 
@@ -123,7 +147,7 @@ def test_hostile_payloads_are_refused(payload, why):
 
 
 def test_size_bound_is_on_bytes():
-    big = json.dumps(visit_payload(new_visit(AT), False) | {"pad": "é" * MAX_PAYLOAD_BYTES})
+    big = json.dumps(visit_payload(new_visit(AT), False, SENDER) | {"pad": "é" * MAX_PAYLOAD_BYTES})
     with pytest.raises(PayloadError, match="longer than"):
         parse_visit(big)
 
@@ -137,10 +161,12 @@ def test_topics_split_back():
 
 
 def test_docs_name_every_key():
-    """docs/mqtt.md shows every key of the visit and stats messages (as a `key` or "key")."""
+    """docs/mqtt.md shows every key of the visit, check and stats messages (as a `key` or
+    "key")."""
     doc = (ROOT / "docs" / "mqtt.md").read_text(encoding="utf-8")
     named = set(re.findall(r'[`"]([a-z_]+)[`"]', doc))
-    visit = visit_payload(new_visit(AT, clock_synced=False), True)
+    visit = visit_payload(new_visit(AT, clock_synced=False), True, SENDER)
+    check = check_payload(new_check(AT, clock_synced=False), True, SENDER)
     stats = stats_payload(
         Stats(
             "d",
@@ -158,5 +184,5 @@ def test_docs_name_every_key():
             0,
         )  # fmt: skip
     )
-    keys = set(visit) | set(stats) | set(stats["last_visit"])
+    keys = set(visit) | set(check) | set(stats) | set(stats["last_visit"])
     assert keys - named == set()
