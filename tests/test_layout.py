@@ -97,3 +97,14 @@ def test_config_sections_are_typed():
                 if carries and (hint == "Any" or "Config" not in hint):
                     loose.append(f"{module_name(path)}.{node.name}({arg.arg}: {hint})")
     assert loose == []
+
+
+def test_the_web_page_and_the_collector_do_not_import_each_other():
+    """Two process packages of their own: a Pi without the central extra runs the page, the
+    head office's collector runs without Flask."""
+    known = modules()
+    apart = {"kiosk.web": ("kiosk.central", "kiosk.centraldb"), "kiosk.central": ("kiosk.web",)}
+    for package, others in apart.items():
+        for name in (n for n in known if n == package or n.startswith(package + ".")):
+            reached = [i for i in imports(known[name]) if i.startswith(others)]
+            assert reached == [], f"{name} imports {reached}"
