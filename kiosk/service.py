@@ -303,13 +303,20 @@ class Daemon:
         return 0
 
     def next_steps(self) -> str:
-        """The line a first run ends with: the report command that shows these visits."""
+        """The line a first run ends with: the report command that shows these visits, the
+        web page, and how to go on to a real camera."""
         day = local_day(datetime.now(UTC), self.cfg.tz)
         config = shlex.quote(self.config_path or "CONFIG")
         where = self.store.path or redact_url(self.cfg.database_url)
+        web = self.cfg.web
+        page = (
+            f"the web page is http://{web.host}:{web.port}/ while kioskd runs"
+            if web.enabled
+            else "for a web page of the day: web.enabled: true (docs/web.md)"
+        )
         return (
             f"next: kiosk-report daily --config {config} --date {day.isoformat()}; the visits "
-            f"are in {where}; for a camera at a door: kioskd cameras, then kioskd setup"
+            f"are in {where}; {page}; for a camera at a door: kioskd cameras, then kioskd setup"
         )
 
     def _track_health(self) -> None:

@@ -38,6 +38,7 @@ def demo_run(tmp_path_factory, request):
     # The last line says what to do next, with a command that works as written.
     last = r.stderr.strip().splitlines()[-1]
     assert f"next: kiosk-report daily --config {cfg} --date " in last, last
+    assert "web.enabled: true (docs/web.md)" in last, last  # the page, off in this config
     assert "confidence: gender " in r.stderr
     meta = json.loads(demo_video_path().with_suffix(".json").read_text())
     expected = sorted(meta["visitors"], key=lambda v: v["start_s"])
