@@ -12,6 +12,7 @@ Errors inside a handler are logged (rate-limited), never printed or raised into 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import socket
@@ -35,6 +36,16 @@ MAX_CONNECTIONS = 8
 
 #: A handler gets the body and returns (HTTP status, JSON reply).
 BodyHandler = Callable[[bytes], tuple[int, dict[str, Any]]]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _CappedReader:

@@ -7,7 +7,6 @@ Prometheus asks, so metrics cost nothing between scrapes and the loop never wait
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -18,7 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from kiosk.config import MetricsConfig
 from kiosk.counters import Counters
-from kiosk.httplisten import BoundedConnections, CappedRequest
+from kiosk.httplisten import BoundedConnections, CappedRequest, is_loopback
 from kiosk.lifecycle import Part
 
 log = logging.getLogger(__name__)
@@ -183,7 +182,7 @@ class MetricsServer(Part):
             target=self._server.serve_forever, name="metrics", daemon=True
         )
         self._thread.start()
-        if not _is_loopback(host):
+        if not is_loopback(host):
             log.warning("metrics endpoint %s is reachable from the network", self.url)
         log.info("metrics on %s", self.url)
         return self
@@ -196,15 +195,6 @@ class MetricsServer(Part):
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def start_metrics_server(

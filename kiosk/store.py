@@ -112,7 +112,7 @@ class OutboxRow(Base):
 
 
 class CheckOutboxRow(Base):
-    """A check waiting to be published (v4), like OutboxRow for a visit."""
+    """A check waiting to be published (v5), like OutboxRow for a visit."""
 
     __tablename__ = "check_outbox"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 from urllib.parse import urlsplit
 
@@ -22,15 +21,6 @@ from kiosk.limits import TokenBucket
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # A person mistypes a few times; a script trying passwords gets one try a second.
 LOGIN_RATE_PER_S, LOGIN_BURST = 1.0, 5
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def host_name(header: str) -> str:

@@ -22,11 +22,11 @@ from zoneinfo import ZoneInfo
 
 from kiosk.config import ConfigError, WebConfig, read_secret
 from kiosk.health import Health
-from kiosk.httplisten import BoundedConnections, CappedRequest
+from kiosk.httplisten import BoundedConnections, CappedRequest, is_loopback
 from kiosk.lifecycle import Part
 from kiosk.limits import LogEvery, TokenBucket
 from kiosk.store import Store
-from kiosk.web.auth import Guard, is_loopback
+from kiosk.web.auth import Guard
 from kiosk.web.live import LiveView
 
 log = logging.getLogger("kioskd")
