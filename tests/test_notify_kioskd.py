@@ -118,7 +118,7 @@ def test_ready_watchdog_follows_frames_and_stopping(tmp_path: Path, listener) ->
     assert proc.returncode == 0, out
     assert listener.times("READY=1") == [ready]  # exactly once
     # The reopen is counted (the summary, like kiosk_source_reconnects, reads the camera's).
-    assert re.search(r"summary: .* reconnects=[1-9]", out), out[-2000:]
+    assert re.search(r"summary: .* camera_reconnects=[1-9]", out), out[-2000:]
 
 
 def test_status_counts_todays_visits_across_restarts(tmp_path: Path, listener) -> None:
