@@ -39,6 +39,11 @@ def local_day(now: datetime, tz: ZoneInfo) -> date:
     return now.astimezone(tz).date()
 
 
+def yesterday(tz: ZoneInfo, now: datetime | None = None) -> date:
+    """The local date before the one that contains `now` (default: now)."""
+    return local_day(now or datetime.now(UTC), tz) - timedelta(days=1)
+
+
 def day_bucket(day: date, tz: ZoneInfo) -> Bucket:
     return Bucket(day, None, local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz))
 

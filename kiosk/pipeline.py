@@ -184,7 +184,7 @@ class Pipeline(Part):
                         cast(CheckStatus, result.status),
                         result.temperature_c,
                         skin_c=result.skin_c,
-                    )  # fmt: skip
+                    )
                 )
                 continue
             visit = ClosedVisit(

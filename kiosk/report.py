@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 
 from kiosk.config import MAX_RETENTION_DAYS, ConfigError, ReportConfig, load_config
-from kiosk.days import days_between, days_bounds
+from kiosk.days import days_between, days_bounds, yesterday
 from kiosk.labels import AGE_GROUPS, AGE_SPANS, GENDERS
 from kiosk.logsetup import redact_url
 from kiosk.periods import PeriodCounts, add_up, count_periods
@@ -446,14 +446,10 @@ def open_store(url: str, read_only: bool = True) -> Store:
         raise InputError(f"cannot read the database {path or redact_url(url)}: {exc}") from None
 
 
-def yesterday(tz: ZoneInfo | None) -> date:
-    return datetime.now(tz or UTC).date() - timedelta(days=1)
-
-
 def period(args: argparse.Namespace, tz: ZoneInfo | None) -> tuple[date, date]:
     """The first and last local day a subcommand covers (--date, or --from and --to)."""
     if args.command in ("daily", "chart", "nightly"):
-        day = args.date or yesterday(tz)
+        day = args.date or yesterday(tz or ZoneInfo("UTC"))
         return day, day
     first, last = args.first, args.last
     if first > last:

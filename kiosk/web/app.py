@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from kiosk import __version__
+from kiosk.days import local_day, yesterday
 from kiosk.health import Health, health_payload
 from kiosk.limits import LogEvery
 from kiosk.report import InputError, parse_day
@@ -153,9 +154,11 @@ def _pages(app: Flask, site: Site) -> None:
 
     @app.get("/reports")
     def reports_page() -> str:
-        now = datetime.now(site.tz).date()
         return render_template(
-            "reports.html", page="reports", yesterday=now - timedelta(days=1), today=now
+            "reports.html",
+            page="reports",
+            yesterday=yesterday(site.tz),
+            today=local_day(datetime.now(UTC), site.tz),
         )
 
 
@@ -197,12 +200,9 @@ def _download(made: Download) -> Response:
 
 
 def _reports(app: Flask, site: Site) -> None:
-    def yesterday() -> date:
-        return datetime.now(site.tz).date() - timedelta(days=1)
-
     @app.get("/reports/daily.csv")
     def daily_csv() -> Response:
-        day = _day_arg("date", yesterday())
+        day = _day_arg("date", yesterday(site.tz))
         return _download(counts_csv(site.store, day, day, _by_arg(), site.tz, site.device_id))
 
     @app.get("/reports/range.csv")
@@ -216,7 +216,7 @@ def _reports(app: Flask, site: Site) -> None:
 
     @app.get("/reports/chart.png")
     def chart() -> Response:
-        day = _day_arg("date", yesterday())
+        day = _day_arg("date", yesterday(site.tz))
         try:
             made = chart_png(site.store, day, site.tz, site.device_id)
         except InputError as exc:  # matplotlib (the chart extra) is not installed
